@@ -1,14 +1,9 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! kafka-dedup-proxy: a transparent, deduplicating proxy in front of a real
+//! Apache Kafka cluster.
+//!
+//! * [`codec`]: the nom codec for frames, headers and the messages the proxy
+//!   reads or rewrites (Produce, ApiVersions, Metadata, FindCoordinator,
+//!   DescribeCluster, the RecordBatch header).
+#![forbid(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod codec;
