@@ -1,0 +1,242 @@
+//! Command-line flags, each with an environment-variable equivalent (what a
+//! container and the Helm chart set), validated once at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::codec::frame::DEFAULT_MAX_FRAME_BYTES;
+
+/// What the proxy does with duplicate Produce batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DedupMode {
+    /// Answer committed duplicates with their original offsets.
+    On,
+    /// Track and count duplicates, but forward everything to the brokers.
+    Observe,
+    /// Forward everything, track nothing.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A transparent, deduplicating proxy for Apache Kafka.
+///
+/// Clients bootstrap to --listen; every broker of the cluster is served on
+/// its own port (--broker-port-base + node id) at --advertised-host, so no
+/// client ever learns a real broker address.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kafka-dedup-proxy", version, about, long_about = None)]
+pub struct Config {
+    /// Bootstrap servers of the real Kafka cluster, comma-separated host:port.
+    #[arg(long, env = "KDP_UPSTREAM", value_delimiter = ',', required = true)]
+    pub upstream: Vec<String>,
+
+    /// Address of the bootstrap listener clients connect to first.
+    #[arg(long, env = "KDP_LISTEN", default_value = "0.0.0.0:9092")]
+    pub listen: SocketAddr,
+
+    /// Host name clients are given for every broker (a Service DNS name, a
+    /// load balancer, 127.0.0.1 ...).
+    #[arg(long, env = "KDP_ADVERTISED_HOST", default_value = "127.0.0.1")]
+    pub advertised_host: String,
+
+    /// Broker node id N is served on port BASE+N, on the bootstrap
+    /// listener's IP. Default: the bootstrap port + 1.
+    #[arg(long, env = "KDP_BROKER_PORT_BASE")]
+    pub broker_port_base: Option<u16>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "KDP_METRICS_LISTEN", default_value = "0.0.0.0:9400")]
+    pub metrics_listen: SocketAddr,
+
+    /// Largest request or response frame accepted, in bytes; a longer one
+    /// closes the connection.
+    #[arg(long, env = "KDP_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Most client connections served at once; more are closed on accept.
+    #[arg(long, env = "KDP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// on: answer committed duplicates; observe: count them but forward
+    /// everything; off: forward everything.
+    #[arg(long, env = "KDP_DEDUP_MODE", value_enum, default_value_t = DedupMode::On)]
+    pub dedup_mode: DedupMode,
+
+    /// Batches remembered per producer-partition (the broker keeps 5).
+    #[arg(long, env = "KDP_DEDUP_WINDOW", default_value_t = 5)]
+    pub dedup_window: usize,
+
+    /// Most producer-partitions the dedup cache holds before evicting.
+    #[arg(
+        long,
+        env = "KDP_CACHE_MAX_PRODUCER_PARTITIONS",
+        default_value_t = 1_000_000
+    )]
+    pub cache_max_producer_partitions: usize,
+
+    /// A producer-partition unused for this long is dropped from the cache.
+    #[arg(long, env = "KDP_CACHE_IDLE_TTL_SECONDS", default_value_t = 900)]
+    pub cache_idle_ttl_seconds: u64,
+
+    /// Time given to in-flight requests to finish on SIGTERM/SIGINT.
+    #[arg(long, env = "KDP_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Timeout for connecting to a broker.
+    #[arg(
+        long,
+        env = "KDP_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// How often the proxy asks the cluster for its brokers (readiness and
+    /// new broker listeners).
+    #[arg(
+        long,
+        env = "KDP_UPSTREAM_PROBE_INTERVAL_SECONDS",
+        default_value_t = 10
+    )]
+    pub upstream_probe_interval_seconds: u64,
+
+    /// Log filter (tracing syntax: info, debug, kafka_dedup_proxy=debug ...).
+    #[arg(long, env = "KDP_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, env = "KDP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Checks what clap cannot, with one clear message per problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.upstream.iter().all(|s| s.trim().is_empty()) {
+            return Err("--upstream needs at least one host:port".into());
+        }
+        for u in &self.upstream {
+            let u = u.trim();
+            let Some((host, port)) = u.rsplit_once(':') else {
+                return Err(format!("--upstream entry '{u}' is not host:port"));
+            };
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(format!("--upstream entry '{u}' is not host:port"));
+            }
+        }
+        if self.advertised_host.trim().is_empty() {
+            return Err("--advertised-host must not be empty".into());
+        }
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes > i32::MAX as usize {
+            return Err(format!(
+                "--max-frame-bytes must be between 1024 and {}, got {}",
+                i32::MAX,
+                self.max_frame_bytes
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.dedup_window == 0 || self.dedup_window > 64 {
+            return Err(format!(
+                "--dedup-window must be between 1 and 64, got {}",
+                self.dedup_window
+            ));
+        }
+        if self.cache_max_producer_partitions == 0 {
+            return Err("--cache-max-producer-partitions must be at least 1".into());
+        }
+        if self.cache_idle_ttl_seconds == 0 {
+            return Err("--cache-idle-ttl-seconds must be at least 1".into());
+        }
+        if self.broker_port_base() == 0 {
+            return Err("--broker-port-base must not be 0".into());
+        }
+        Ok(())
+    }
+
+    /// Upstream bootstrap servers, trimmed.
+    pub fn upstream_servers(&self) -> Vec<String> {
+        self.upstream
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    pub fn broker_port_base(&self) -> u16 {
+        self.broker_port_base
+            .unwrap_or_else(|| self.listen.port().wrapping_add(1))
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    /// A configuration for tests and embedding: every default, the given
+    /// upstream, listeners on ephemeral loopback ports unless set later.
+    pub fn for_upstream(upstream: &str) -> Config {
+        Config::parse_from([
+            "kafka-dedup-proxy",
+            "--upstream",
+            upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut v = vec!["kafka-dedup-proxy"];
+        v.extend_from_slice(args);
+        let c = Config::try_parse_from(v).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn four_flags_are_enough() {
+        let c = parse(&[
+            "--upstream",
+            "kafka:9092",
+            "--listen",
+            "0.0.0.0:19092",
+            "--advertised-host",
+            "proxy.example",
+            "--metrics-listen",
+            "0.0.0.0:9400",
+        ])
+        .unwrap();
+        assert_eq!(c.broker_port_base(), 19093);
+        assert_eq!(c.dedup_mode, DedupMode::On);
+        assert_eq!(c.dedup_window, 5);
+    }
+
+    #[test]
+    fn bad_upstream_gets_one_clear_line() {
+        let e = parse(&["--upstream", "kafka"]).unwrap_err();
+        assert_eq!(e, "--upstream entry 'kafka' is not host:port");
+        assert!(parse(&["--upstream", "a:1,b:notaport"]).is_err());
+    }
+
+    #[test]
+    fn zero_window_is_refused() {
+        assert!(parse(&["--upstream", "a:1", "--dedup-window", "0"]).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! Metric names, described once with their units. Labels stay bounded:
+//! API names come from a fixed table, outcomes and kinds are enums.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+pub const CONNECTIONS_ACTIVE: &str = "kdp_connections_active";
+pub const CONNECTIONS_TOTAL: &str = "kdp_connections_total";
+pub const CONNECTIONS_REJECTED_TOTAL: &str = "kdp_connections_rejected_total";
+pub const REQUESTS_TOTAL: &str = "kdp_requests_total";
+pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str = "kdp_upstream_request_duration_seconds";
+pub const PRODUCE_BATCHES_TOTAL: &str = "kdp_produce_batches_total";
+pub const DEDUP_BYTES_SAVED_TOTAL: &str = "kdp_dedup_bytes_saved_total";
+pub const DEDUP_CACHE_ENTRIES: &str = "kdp_dedup_cache_entries";
+pub const DEDUP_CACHE_CAPACITY: &str = "kdp_dedup_cache_capacity";
+pub const DEDUP_CACHE_EVICTIONS_TOTAL: &str = "kdp_dedup_cache_evictions_total";
+pub const FRAME_ERRORS_TOTAL: &str = "kdp_frame_errors_total";
+pub const BROKER_LISTENERS: &str = "kdp_broker_listeners";
+pub const UPSTREAM_UP: &str = "kdp_upstream_up";
+
+/// `outcome` label values of [`PRODUCE_BATCHES_TOTAL`].
+pub mod outcome {
+    /// Sent to the broker (fresh batch, or a retry that had to go there).
+    pub const FORWARDED: &str = "forwarded";
+    /// Answered by the proxy from a committed original.
+    pub const DUPLICATE: &str = "duplicate";
+    /// Waited for an in-flight original and answered from its outcome.
+    pub const COALESCED: &str = "coalesced";
+    /// Not eligible for dedup (no producer id, acks != -1, unparsable).
+    pub const UNCACHEABLE: &str = "uncacheable";
+    /// A duplicate seen in observe mode (forwarded anyway).
+    pub const OBSERVED_DUPLICATE: &str = "observed_duplicate";
+}
+
+/// Registers descriptions (HELP lines) once at start-up.
+pub fn describe() {
+    describe_gauge!(
+        CONNECTIONS_ACTIVE,
+        Unit::Count,
+        "Client connections open now, by listener kind."
+    );
+    describe_counter!(
+        CONNECTIONS_TOTAL,
+        Unit::Count,
+        "Client connections accepted, by listener kind."
+    );
+    describe_counter!(
+        CONNECTIONS_REJECTED_TOTAL,
+        Unit::Count,
+        "Client connections closed on accept because --max-connections was reached."
+    );
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "Client requests read, by Kafka API."
+    );
+    describe_histogram!(
+        UPSTREAM_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from writing a request to the broker until its response was read, by Kafka API."
+    );
+    describe_counter!(
+        PRODUCE_BATCHES_TOTAL,
+        Unit::Count,
+        "Produce batches (one per partition) by dedup outcome."
+    );
+    describe_counter!(
+        DEDUP_BYTES_SAVED_TOTAL,
+        Unit::Bytes,
+        "Bytes of duplicate batches answered by the proxy instead of being sent to the brokers."
+    );
+    describe_gauge!(
+        DEDUP_CACHE_ENTRIES,
+        Unit::Count,
+        "Producer-partitions held in the dedup cache."
+    );
+    describe_gauge!(
+        DEDUP_CACHE_CAPACITY,
+        Unit::Count,
+        "Most producer-partitions the dedup cache holds (--cache-max-producer-partitions)."
+    );
+    describe_counter!(
+        DEDUP_CACHE_EVICTIONS_TOTAL,
+        Unit::Count,
+        "Producer-partitions or batches dropped from the dedup cache, by reason."
+    );
+    describe_counter!(
+        FRAME_ERRORS_TOTAL,
+        Unit::Count,
+        "Connections closed for bad input or I/O errors, by kind."
+    );
+    describe_gauge!(BROKER_LISTENERS, Unit::Count, "Per-broker listeners open.");
+    describe_gauge!(
+        UPSTREAM_UP,
+        Unit::Count,
+        "1 when the last probe of the upstream cluster succeeded."
+    );
+}
