@@ -3,6 +3,7 @@
 //!
 //! * [`config`]: flags and environment variables, validated at start-up.
 //! * [`dedup`]: the shared dedup cache and the per-request dedup decisions.
+//! * [`proxy`]: listeners, connections, response ordering, endpoint rewriting.
 //! * [`metrics`]: metric names and descriptions.
 //! * [`codec`]: the nom codec for frames, headers and the messages the proxy
 //!   reads or rewrites (Produce, ApiVersions, Metadata, FindCoordinator,
@@ -13,3 +14,4 @@ pub mod codec;
 pub mod config;
 pub mod dedup;
 pub mod metrics;
+pub mod proxy;

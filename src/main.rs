@@ -1,1 +1,72 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use kafka_dedup_proxy::config::{Config, LogFormat};
+use kafka_dedup_proxy::metrics::install_recorder;
+use kafka_dedup_proxy::proxy::Proxy;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(config: &Config) -> Result<(), String> {
+    let filter = EnvFilter::try_new(&config.log_level)
+        .map_err(|e| format!("--log-level '{}': {e}", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(e) = config.validate() {
+        eprintln!("kafka-dedup-proxy: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = init_logging(&config) {
+        eprintln!("kafka-dedup-proxy: {e}");
+        return ExitCode::from(2);
+    }
+    let handle = install_recorder();
+    let grace = config.shutdown_grace();
+    let proxy = match Proxy::start(config, Some(handle)).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kafka-dedup-proxy: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("signal received: draining");
+    if proxy.shutdown(grace).await {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

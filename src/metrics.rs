@@ -95,3 +95,34 @@ pub fn describe() {
         "1 when the last probe of the upstream cluster succeeded."
     );
 }
+
+/// Upper bounds of the upstream latency histogram, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its
+/// handle (later calls return the same handle).
+pub fn install_recorder() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        UPSTREAM_REQUEST_DURATION_SECONDS.to_string(),
+                    ),
+                    LATENCY_BUCKETS,
+                )
+                .expect("static bucket list is non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // A second recorder (e.g. in tests embedding several proxies)
+            // keeps the first: the handle still renders what is recorded.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}

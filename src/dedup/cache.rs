@@ -10,7 +10,7 @@
 //! forwarded to the broker.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -233,10 +233,10 @@ impl DedupCache {
                 }
             };
         }
-        if slot.batches.len() >= self.window {
-            if let Some(mut old) = slot.batches.pop_front() {
-                old.fail_waiters();
-            }
+        if slot.batches.len() >= self.window
+            && let Some(mut old) = slot.batches.pop_front()
+        {
+            old.fail_waiters();
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         slot.batches.push_back(BatchEntry {

@@ -1,0 +1,870 @@
+//! One client connection and its one upstream connection.
+//!
+//! Four tasks share the work:
+//! * the client reader (this function) reads requests, decides what each
+//!   needs and queues, in arrival order, one *response slot* per request
+//!   that expects an answer;
+//! * the upstream writer sends requests to the broker and registers each
+//!   as *pending* just before its bytes go out;
+//! * the upstream reader takes the broker's responses in order, matches
+//!   each to its pending entry by correlation id, rewrites it and fills
+//!   that request's slot;
+//! * the client writer empties the slots strictly in request order, so an
+//!   answer the proxy makes itself waits its turn behind earlier requests
+//!   still at the broker (Java clients throw on a correlation mismatch;
+//!   librdkafka drops the connection).
+//!
+//! The upstream reader runs until every pending request is answered, even
+//! after the client went away: a retry on another connection may be
+//! waiting for exactly that answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::brokers::observe_brokers;
+use super::io::FrameReader;
+use super::listener::Target;
+use super::rewrite;
+use crate::codec::api::{self, api_name, is_hidden_api, max_supported_version};
+use crate::codec::api_versions::{self, ApiVersion, ApiVersionsResponse};
+use crate::codec::frame::{Frame, FrameError};
+use crate::codec::header::{
+    ResponseHeader, parse_request_header_auto, parse_request_prefix, parse_response_header,
+    put_request_header, put_response_header, response_header_version,
+};
+use crate::codec::primitives::{TaggedFields, parse_i16, parse_nullable_string, parse_string};
+use crate::codec::produce::{
+    self, NODE_ENDPOINTS_TAG, ProduceRequest, ProduceResponse, encode_node_endpoints,
+    parse_node_endpoints,
+};
+use crate::codec::{CodecError, describe_cluster, find_coordinator, metadata};
+use crate::config::DedupMode;
+use crate::dedup::produce::{
+    Action, Plan, all_forward, classify, classify_partition, forward_subset, merge_response,
+    none_forward, resolve_guards,
+};
+use crate::metrics::{self as m, outcome};
+
+/// What the client writer receives: the bytes to send, or an instruction to
+/// close the connection because no correct answer can be given.
+type Reply = Result<Bytes, ()>;
+
+/// Requests queued per connection before the reader waits (backpressure).
+const QUEUE_DEPTH: usize = 128;
+/// Longest a retried batch waits for its in-flight original, whatever the
+/// request's own timeout says.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+/// What to do with a response before it goes to the client.
+enum Post {
+    Raw,
+    ApiVersions { version: i16 },
+    Metadata { version: i16 },
+    FindCoordinator { version: i16 },
+    DescribeCluster { version: i16 },
+    Produce(Box<ProducePost>),
+}
+
+struct ProducePost {
+    version: i16,
+    /// The parsed request and the plan for its partitions; `None` when the
+    /// request was not parsed (only endpoint rewriting applies then).
+    dedup: Option<(ProduceRequest, Plan)>,
+    /// Some partitions are answered by the proxy: the client's response is
+    /// the broker's merged with those.
+    merge: bool,
+}
+
+struct Pending {
+    /// `None` for raw SASL v0 tokens, which carry no Kafka header.
+    correlation_id: Option<i32>,
+    api_key: i16,
+    sent_at: Option<Instant>,
+    post: Post,
+    reply: oneshot::Sender<Reply>,
+}
+
+struct UpstreamSend {
+    bytes: Bytes,
+    /// `None` for requests that get no response (Produce with acks=0).
+    pending: Option<Pending>,
+}
+
+/// Per-connection handles the request handlers use.
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    slots: mpsc::Sender<oneshot::Receiver<Reply>>,
+    upstream: mpsc::Sender<UpstreamSend>,
+    /// Raw SASL tokens still expected after a SaslHandshake v0.
+    sasl_tokens: usize,
+}
+
+static CONNECTION_IDS: AtomicUsize = AtomicUsize::new(0);
+
+pub async fn serve(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Shared>) {
+    let kind = target.label();
+    metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => kind).increment(1);
+    metrics::gauge!(m::CONNECTIONS_ACTIVE, "listener" => kind).increment(1.0);
+    let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("conn", id, %peer, listener = kind);
+    let _ =
+        tracing::Instrument::instrument(run(client, peer, target, Arc::clone(&shared)), span).await;
+    metrics::gauge!(m::CONNECTIONS_ACTIVE, "listener" => kind).decrement(1.0);
+}
+
+async fn connect_upstream(target: Target, shared: &Shared) -> Option<TcpStream> {
+    let candidates = match target {
+        Target::Bootstrap => shared.bootstrap_rotation(),
+        Target::Broker(node) => match shared.brokers.upstream_of(node) {
+            Some(a) => vec![a],
+            None => {
+                tracing::warn!(node, "no upstream address known for broker");
+                return None;
+            }
+        },
+    };
+    for addr in candidates {
+        match tokio::time::timeout(
+            shared.config.upstream_connect_timeout(),
+            TcpStream::connect(&addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Some(s);
+            }
+            Ok(Err(e)) => tracing::warn!(upstream = %addr, error = %e, "upstream connect failed"),
+            Err(_) => tracing::warn!(upstream = %addr, "upstream connect timed out"),
+        }
+    }
+    None
+}
+
+async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Shared>) {
+    let _ = client.set_nodelay(true);
+    let Some(upstream) = connect_upstream(target, &shared).await else {
+        metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => "upstream_connect").increment(1);
+        return;
+    };
+    let (client_r, client_w) = client.into_split();
+    let (up_r, up_w) = upstream.into_split();
+    let max = shared.config.max_frame_bytes;
+
+    let closing = CancellationToken::new();
+    let (slot_tx, slot_rx) = mpsc::channel(QUEUE_DEPTH);
+    let (up_tx, up_rx) = mpsc::channel(QUEUE_DEPTH);
+    let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+
+    let writer = tokio::spawn(client_writer(client_w, slot_rx, closing.clone()));
+    let up_writer = tokio::spawn(upstream_writer(up_w, up_rx, pending_tx));
+    let up_reader = tokio::spawn(upstream_reader(
+        FrameReader::new(up_r, max),
+        pending_rx,
+        Arc::clone(&shared),
+    ));
+
+    let mut conn = Conn {
+        shared: Arc::clone(&shared),
+        peer,
+        slots: slot_tx,
+        upstream: up_tx,
+        sasl_tokens: 0,
+    };
+    client_reader(FrameReader::new(client_r, max), &mut conn, &closing).await;
+    drop(conn);
+    // Drain: every queued answer is written (or the client is gone), the
+    // broker answers everything it was sent.
+    let _ = writer.await;
+    let _ = up_writer.await;
+    let _ = up_reader.await;
+}
+
+async fn client_reader(
+    mut frames: FrameReader<OwnedReadHalf>,
+    conn: &mut Conn,
+    closing: &CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = closing.cancelled() => return,
+            _ = conn.shared.shutdown.cancelled() => {
+                tracing::debug!("shutting down: no new requests on this connection");
+                return;
+            }
+            f = frames.next() => f,
+        };
+        let frame = match next {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                log_frame_error("client", conn.peer, &e);
+                return;
+            }
+        };
+        if handle_request(conn, frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn log_frame_error(side: &'static str, peer: SocketAddr, e: &FrameError) {
+    let kind = match e {
+        FrameError::Io(_) => "io",
+        FrameError::Codec(CodecError::FrameLength { .. }) => "oversized",
+        FrameError::Codec(_) => "parse",
+    };
+    metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => kind).increment(1);
+    match e {
+        FrameError::Io(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+            tracing::debug!(%peer, side, error = %e, "connection reset")
+        }
+        _ => tracing::warn!(%peer, side, error = %e, "closing connection: bad frame"),
+    }
+}
+
+/// Marker error: stop reading from the client and close.
+struct Close;
+
+fn close_for(conn: &Conn, why: &str, api_key: i16, version: i16) -> Result<(), Close> {
+    metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => "parse").increment(1);
+    tracing::warn!(peer = %conn.peer, api = api_name(api_key), api_key, version, "closing connection: {why}");
+    Err(Close)
+}
+
+async fn handle_request(conn: &mut Conn, frame: Frame) -> Result<(), Close> {
+    if conn.sasl_tokens > 0 {
+        // SaslHandshake v0: opaque, header-less tokens until authenticated.
+        conn.sasl_tokens -= 1;
+        return forward(conn, frame.into_raw(), None, api::SASL_HANDSHAKE, Post::Raw).await;
+    }
+    let body = frame.body();
+    let Ok((_, (api_key, version, correlation_id))) = parse_request_prefix(&body) else {
+        return close_for(conn, "request shorter than a header", -1, -1);
+    };
+    metrics::counter!(m::REQUESTS_TOTAL, "api" => api_name(api_key)).increment(1);
+    if is_hidden_api(api_key) {
+        return close_for(conn, "API not offered by the proxy", api_key, version);
+    }
+    if let Some(max) = max_supported_version(api_key)
+        && version > max
+        && api_key != api::API_VERSIONS
+    {
+        // What the broker does for a version it does not support: close.
+        return close_for(
+            conn,
+            "request version above what the proxy advertised",
+            api_key,
+            version,
+        );
+    }
+    let corr = Some(correlation_id);
+    match api_key {
+        api::API_VERSIONS if version > api_versions::MAX_VERSION => {
+            unsupported_api_versions(conn, correlation_id).await
+        }
+        api::API_VERSIONS => {
+            forward(
+                conn,
+                frame.into_raw(),
+                corr,
+                api_key,
+                Post::ApiVersions { version },
+            )
+            .await
+        }
+        api::METADATA => {
+            forward(
+                conn,
+                frame.into_raw(),
+                corr,
+                api_key,
+                Post::Metadata { version },
+            )
+            .await
+        }
+        api::FIND_COORDINATOR => {
+            forward(
+                conn,
+                frame.into_raw(),
+                corr,
+                api_key,
+                Post::FindCoordinator { version },
+            )
+            .await
+        }
+        api::DESCRIBE_CLUSTER => {
+            forward(
+                conn,
+                frame.into_raw(),
+                corr,
+                api_key,
+                Post::DescribeCluster { version },
+            )
+            .await
+        }
+        api::PRODUCE => handle_produce(conn, frame, version, correlation_id).await,
+        api::SASL_HANDSHAKE if version == 0 => {
+            let tokens = sasl_v0_tokens(&body);
+            let Some(tokens) = tokens else {
+                return close_for(
+                    conn,
+                    "SaslHandshake v0 with a mechanism the proxy cannot relay",
+                    api_key,
+                    version,
+                );
+            };
+            forward(conn, frame.into_raw(), corr, api_key, Post::Raw).await?;
+            conn.sasl_tokens = tokens;
+            Ok(())
+        }
+        _ => forward(conn, frame.into_raw(), corr, api_key, Post::Raw).await,
+    }
+}
+
+/// How many opaque token round trips follow a SaslHandshake v0 for its
+/// mechanism (PLAIN and OAUTHBEARER one, SCRAM two). `None` for
+/// mechanisms whose number of rounds the proxy cannot know.
+fn sasl_v0_tokens(body: &[u8]) -> Option<usize> {
+    let (_, rest) = parse_request_header_auto(body).ok()?;
+    let (_, mechanism) = parse_string(rest, false).ok()?;
+    match mechanism.as_str() {
+        "PLAIN" | "OAUTHBEARER" => Some(1),
+        m if m.starts_with("SCRAM-") => Some(2),
+        _ => None,
+    }
+}
+
+/// Queues a slot and sends the request upstream.
+async fn forward(
+    conn: &Conn,
+    bytes: Bytes,
+    corr: Option<i32>,
+    api_key: i16,
+    post: Post,
+) -> Result<(), Close> {
+    let (tx, rx) = oneshot::channel();
+    conn.slots.send(rx).await.map_err(|_| Close)?;
+    send_upstream(
+        &conn.upstream,
+        bytes,
+        Some(Pending {
+            correlation_id: corr,
+            api_key,
+            sent_at: None,
+            post,
+            reply: tx,
+        }),
+    )
+    .await
+}
+
+async fn send_upstream(
+    up: &mpsc::Sender<UpstreamSend>,
+    bytes: Bytes,
+    pending: Option<Pending>,
+) -> Result<(), Close> {
+    up.send(UpstreamSend { bytes, pending })
+        .await
+        .map_err(|_| Close)
+}
+
+/// Answers an ApiVersions request above v4 as a broker answers an
+/// unsupported version: error UNSUPPORTED_VERSION in a v0 body listing the
+/// ApiVersions range we speak; the client retries at that version.
+async fn unsupported_api_versions(conn: &Conn, correlation_id: i32) -> Result<(), Close> {
+    let resp = ApiVersionsResponse {
+        error_code: api_versions::UNSUPPORTED_VERSION,
+        api_keys: vec![ApiVersion {
+            api_key: api::API_VERSIONS,
+            min_version: 0,
+            max_version: api_versions::MAX_VERSION,
+            tagged_fields: TaggedFields::default(),
+        }],
+        throttle_time_ms: 0,
+        tagged_fields: TaggedFields::default(),
+    };
+    let mut buf = BytesMut::new();
+    put_response_header(
+        &mut buf,
+        &ResponseHeader {
+            correlation_id,
+            tagged_fields: TaggedFields::default(),
+        },
+        0,
+    );
+    api_versions::encode_api_versions_response(&mut buf, &resp, 0);
+    reply_now(conn, Frame::from_body(&buf).into_raw()).await
+}
+
+async fn reply_now(conn: &Conn, bytes: Bytes) -> Result<(), Close> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(Ok(bytes));
+    conn.slots.send(rx).await.map_err(|_| Close)
+}
+
+/// acks of a Produce request, read even when the rest does not parse
+/// (it decides whether a response is expected at all).
+fn peek_acks(rest: &[u8], version: i16) -> Option<i16> {
+    let rest = if version >= 3 {
+        parse_nullable_string(rest, version >= 9).ok()?.0
+    } else {
+        rest
+    };
+    parse_i16(rest).ok().map(|(_, a)| a)
+}
+
+async fn handle_produce(
+    conn: &mut Conn,
+    frame: Frame,
+    version: i16,
+    correlation_id: i32,
+) -> Result<(), Close> {
+    let body = frame.body();
+    let Ok((header, rest)) = parse_request_header_auto(&body) else {
+        return close_for(
+            conn,
+            "unparsable produce request header",
+            api::PRODUCE,
+            version,
+        );
+    };
+    let Some(acks) = peek_acks(rest, version) else {
+        return close_for(conn, "unparsable produce request", api::PRODUCE, version);
+    };
+    let corr = Some(correlation_id);
+    if acks == 0 {
+        // No response from the broker, none from us; nothing is cached.
+        return send_upstream(&conn.upstream, frame.into_raw(), None).await;
+    }
+    let raw_post = |dedup| {
+        Post::Produce(Box::new(ProducePost {
+            version,
+            dedup,
+            merge: false,
+        }))
+    };
+    if version < produce::MIN_VERSION || conn.shared.config.dedup_mode == DedupMode::Off {
+        return forward(conn, frame.into_raw(), corr, api::PRODUCE, raw_post(None)).await;
+    }
+    let rest_bytes = body.slice_ref(rest);
+    let req = match produce::parse_produce_request(&rest_bytes, version) {
+        Ok(r) => r,
+        Err(e) => {
+            // When unsure, forward: the broker is the source of truth.
+            tracing::warn!(peer = %conn.peer, version, error = %e, "produce request not parsable; forwarding untouched");
+            metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::UNCACHEABLE)
+                .increment(1);
+            return forward(conn, frame.into_raw(), corr, api::PRODUCE, raw_post(None)).await;
+        }
+    };
+    let shared = &conn.shared;
+    let plan = classify(&req, &shared.cache, shared.config.dedup_mode, |t| {
+        shared.topics.key_for(t)
+    });
+    if all_forward(&plan) {
+        return forward(
+            conn,
+            frame.into_raw(),
+            corr,
+            api::PRODUCE,
+            raw_post(Some((req, plan))),
+        )
+        .await;
+    }
+    let (tx, rx) = oneshot::channel();
+    conn.slots.send(rx).await.map_err(|_| Close)?;
+    let hv = header_version_of(&header);
+    let ctx = ProduceCtx {
+        header,
+        header_version: hv,
+        version,
+        req,
+        plan,
+        reply: tx,
+    };
+    let has_waits = ctx
+        .plan
+        .iter()
+        .flatten()
+        .any(|a| matches!(a, Action::Wait(_)));
+    if has_waits {
+        // Rare path: a retry of a batch that is at the broker right now.
+        let shared = Arc::clone(&conn.shared);
+        let up = conn.upstream.clone();
+        tokio::spawn(async move {
+            let ctx = resolve_waits(ctx, &shared).await;
+            dispatch_produce(ctx, &up).await;
+        });
+        Ok(())
+    } else {
+        dispatch_produce(ctx, &conn.upstream).await;
+        Ok(())
+    }
+}
+
+fn header_version_of(h: &crate::codec::header::RequestHeader) -> i16 {
+    crate::codec::header::request_header_version(h.api_key, h.api_version).unwrap_or(1)
+}
+
+/// A Produce request some of whose partitions the proxy answers itself.
+struct ProduceCtx {
+    header: crate::codec::header::RequestHeader,
+    header_version: i16,
+    version: i16,
+    req: ProduceRequest,
+    plan: Plan,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Waits for the in-flight originals (bounded by the request's timeout);
+/// a committed original gives a synthetic answer, anything else sends
+/// this copy to the broker after all.
+async fn resolve_waits(mut ctx: ProduceCtx, shared: &Shared) -> ProduceCtx {
+    let timeout = Duration::from_millis(ctx.req.timeout_ms.max(0) as u64).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    for ti in 0..ctx.plan.len() {
+        for pi in 0..ctx.plan[ti].len() {
+            while let Action::Wait(rx) = &mut ctx.plan[ti][pi] {
+                let outcome = tokio::time::timeout_at(deadline, rx).await;
+                ctx.plan[ti][pi] = match outcome {
+                    Ok(Ok(Some(c))) => {
+                        metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::COALESCED).increment(1);
+                        let records = ctx.req.topics[ti].partitions[pi].records.as_ref();
+                        metrics::counter!(m::DEDUP_BYTES_SAVED_TOTAL)
+                            .increment(records.map_or(0, |r| r.len() as u64));
+                        Action::Synthetic(c)
+                    }
+                    Ok(_) if tokio::time::Instant::now() < deadline => {
+                        // The original failed: look again (this copy may
+                        // now be the one that goes to the broker).
+                        let t = &ctx.req.topics[ti];
+                        let p = &t.partitions[pi];
+                        classify_partition(
+                            ctx.req.acks,
+                            shared.topics.key_for(&t.topic),
+                            p.index,
+                            p.records.as_ref(),
+                            &shared.cache,
+                            shared.config.dedup_mode,
+                        )
+                    }
+                    _ => {
+                        metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::FORWARDED).increment(1);
+                        Action::Forward(None)
+                    }
+                };
+            }
+        }
+    }
+    ctx
+}
+
+/// Answers from the cache alone, or forwards the fresh partitions with a
+/// merge step for the response.
+async fn dispatch_produce(ctx: ProduceCtx, up: &mpsc::Sender<UpstreamSend>) {
+    let ProduceCtx {
+        header,
+        header_version,
+        version,
+        req,
+        mut plan,
+        reply,
+    } = ctx;
+    let resp_hv = response_header_version(api::PRODUCE, version);
+    if none_forward(&plan) {
+        let out = merge_response(&req, &plan, None)
+            .map(|r| encode_produce_response_frame(header.correlation_id, resp_hv, &r, version))
+            .map_err(|e| tracing::error!(error = %e, "cannot build synthetic produce response"));
+        let _ = reply.send(out);
+        return;
+    }
+    let sub = forward_subset(&req, &plan);
+    let mut buf = BytesMut::new();
+    put_request_header(&mut buf, &header, header_version);
+    produce::encode_produce_request(&mut buf, &sub, version);
+    let bytes = Frame::from_body(&buf).into_raw();
+    let pending = Pending {
+        correlation_id: Some(header.correlation_id),
+        api_key: api::PRODUCE,
+        sent_at: None,
+        post: Post::Produce(Box::new(ProducePost {
+            version,
+            dedup: Some((req, std::mem::take(&mut plan))),
+            merge: true,
+        })),
+        reply,
+    };
+    let _ = up
+        .send(UpstreamSend {
+            bytes,
+            pending: Some(pending),
+        })
+        .await;
+}
+
+fn encode_produce_response_frame(
+    correlation_id: i32,
+    hv: i16,
+    r: &ProduceResponse,
+    version: i16,
+) -> Bytes {
+    let mut buf = BytesMut::new();
+    put_response_header(
+        &mut buf,
+        &ResponseHeader {
+            correlation_id,
+            tagged_fields: TaggedFields::default(),
+        },
+        hv,
+    );
+    produce::encode_produce_response(&mut buf, r, version);
+    Frame::from_body(&buf).into_raw()
+}
+
+async fn client_writer(
+    w: OwnedWriteHalf,
+    mut slots: mpsc::Receiver<oneshot::Receiver<Reply>>,
+    closing: CancellationToken,
+) {
+    let mut w = BufWriter::with_capacity(64 * 1024, w);
+    while let Some(slot) = slots.recv().await {
+        let bytes = match slot.await {
+            Ok(Ok(b)) => b,
+            // The broker connection failed or no correct answer exists:
+            // close, so the client retries on a new connection.
+            _ => break,
+        };
+        if w.write_all(&bytes).await.is_err() {
+            break;
+        }
+        if slots.is_empty() && w.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+    closing.cancel();
+}
+
+async fn upstream_writer(
+    w: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<UpstreamSend>,
+    pending: mpsc::UnboundedSender<Pending>,
+) {
+    let mut w = BufWriter::with_capacity(64 * 1024, w);
+    'outer: while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(UpstreamSend { bytes, pending: p }) = next.take() {
+            if let Some(mut p) = p {
+                p.sent_at = Some(Instant::now());
+                if pending.send(p).is_err() {
+                    break 'outer;
+                }
+            }
+            if w.write_all(&bytes).await.is_err() {
+                break 'outer;
+            }
+            next = rx.try_recv().ok();
+        }
+        if w.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+async fn upstream_reader(
+    mut frames: FrameReader<OwnedReadHalf>,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    shared: Arc<Shared>,
+) {
+    while let Some(p) = pending.recv().await {
+        let frame = match frames.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                tracing::debug!("broker closed the connection");
+                break;
+            }
+            Err(e) => {
+                log_frame_error("upstream", SocketAddr::from(([0, 0, 0, 0], 0)), &e);
+                break;
+            }
+        };
+        if let Some(sent) = p.sent_at {
+            metrics::histogram!(m::UPSTREAM_REQUEST_DURATION_SECONDS, "api" => api_name(p.api_key))
+                .record(sent.elapsed().as_secs_f64());
+        }
+        if let Some(expected) = p.correlation_id {
+            let got = frame
+                .body()
+                .get(..4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            if got != Some(expected) {
+                tracing::error!(expected, ?got, "broker answered out of order; closing");
+                break;
+            }
+        }
+        let out = post_process(p.post, frame, &shared);
+        let _ = p.reply.send(out);
+    }
+    // Everything still pending is dropped here: each guard forgets its
+    // batch and each client slot closes its connection.
+}
+
+fn post_process(post: Post, frame: Frame, shared: &Arc<Shared>) -> Reply {
+    match post {
+        Post::Raw => Ok(frame.into_raw()),
+        Post::ApiVersions { version } => {
+            rewrite_response(frame, api::API_VERSIONS, version, |body| {
+                let (mut r, at) = match api_versions::parse_api_versions_response(body, version) {
+                    Ok(r) => (r, version),
+                    // A broker that did not know our version answers with a v0 body.
+                    Err(_) => (api_versions::parse_api_versions_response(body, 0)?, 0),
+                };
+                rewrite::clamp_api_versions(&mut r);
+                let mut out = BytesMut::new();
+                api_versions::encode_api_versions_response(&mut out, &r, at);
+                Ok(out)
+            })
+        }
+        Post::Metadata { version } => rewrite_response(frame, api::METADATA, version, |body| {
+            let mut r = metadata::parse_metadata_response(body, version)?;
+            observe_brokers(
+                shared,
+                r.brokers
+                    .iter()
+                    .map(|b| (b.node_id, b.host.clone(), b.port)),
+            );
+            shared.topics.learn(&r);
+            rewrite::rewrite_metadata(&mut r, &|id| shared.brokers.advertise(id));
+            let mut out = BytesMut::new();
+            metadata::encode_metadata_response(&mut out, &r, version);
+            Ok(out)
+        }),
+        Post::FindCoordinator { version } => {
+            rewrite_response(frame, api::FIND_COORDINATOR, version, |body| {
+                let mut r = find_coordinator::parse_find_coordinator_response(body, version)?;
+                rewrite::rewrite_find_coordinator(&mut r, &|id| shared.brokers.advertise(id));
+                let mut out = BytesMut::new();
+                find_coordinator::encode_find_coordinator_response(&mut out, &r, version);
+                Ok(out)
+            })
+        }
+        Post::DescribeCluster { version } => {
+            rewrite_response(frame, api::DESCRIBE_CLUSTER, version, |body| {
+                let mut r = describe_cluster::parse_describe_cluster_response(body, version)?;
+                rewrite::rewrite_describe_cluster(&mut r, &|id| shared.brokers.advertise(id));
+                let mut out = BytesMut::new();
+                describe_cluster::encode_describe_cluster_response(&mut out, &r, version);
+                Ok(out)
+            })
+        }
+        Post::Produce(p) => produce_response(*p, frame, shared),
+    }
+}
+
+/// Parses the response header, lets `f` rewrite the body, re-frames. A
+/// response we cannot parse closes the client connection: forwarding it
+/// could leak a broker address.
+fn rewrite_response(
+    frame: Frame,
+    api_key: i16,
+    version: i16,
+    f: impl FnOnce(&[u8]) -> Result<BytesMut, CodecError>,
+) -> Reply {
+    let body = frame.body();
+    let hv = response_header_version(api_key, version);
+    let result = parse_response_header(&body, hv)
+        .map_err(CodecError::from)
+        .and_then(|(rest, h)| {
+            let new_body = f(rest)?;
+            let mut buf = BytesMut::with_capacity(new_body.len() + 8);
+            put_response_header(&mut buf, &h, hv);
+            buf.extend_from_slice(&new_body);
+            Ok(Frame::from_body(&buf).into_raw())
+        });
+    result.map_err(|e| {
+        metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => "parse").increment(1);
+        tracing::error!(api = api_name(api_key), version, error = %e, "cannot parse broker response; closing client connection");
+    })
+}
+
+fn produce_response(p: ProducePost, frame: Frame, shared: &Arc<Shared>) -> Reply {
+    let ProducePost {
+        version,
+        dedup,
+        merge,
+    } = p;
+    if version < produce::MIN_VERSION {
+        return Ok(frame.into_raw());
+    }
+    let body = frame.body();
+    let hv = response_header_version(api::PRODUCE, version);
+    let parsed = parse_response_header(&body, hv)
+        .map_err(CodecError::from)
+        .and_then(|(rest, h)| Ok((h, produce::parse_produce_response(rest, version)?)));
+    let (h, mut resp) = match parsed {
+        Ok(x) => x,
+        Err(e) => {
+            // Guards drop with `dedup`: nothing is cached from a response
+            // we could not read.
+            metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => "parse").increment(1);
+            tracing::error!(version, error = %e, "cannot parse broker produce response; closing client connection");
+            return Err(());
+        }
+    };
+    if let Some((req, mut plan)) = dedup {
+        resolve_guards(&req, &mut plan, Some(&resp));
+        if merge {
+            rewrite_endpoints(&mut resp, shared)?;
+            let merged = merge_response(&req, &plan, Some(&resp)).map_err(|e| {
+                tracing::error!(error = %e, "cannot merge produce response; closing client connection");
+            })?;
+            let mut buf = BytesMut::new();
+            put_response_header(&mut buf, &h, hv);
+            produce::encode_produce_response(&mut buf, &merged, version);
+            return Ok(Frame::from_body(&buf).into_raw());
+        }
+    }
+    if rewrite_endpoints(&mut resp, shared)? {
+        let mut buf = BytesMut::new();
+        put_response_header(&mut buf, &h, hv);
+        produce::encode_produce_response(&mut buf, &resp, version);
+        return Ok(Frame::from_body(&buf).into_raw());
+    }
+    Ok(frame.into_raw())
+}
+
+/// Rewrites ProduceResponse `NodeEndpoints` (v10+). Returns whether there
+/// were any.
+fn rewrite_endpoints(resp: &mut ProduceResponse, shared: &Arc<Shared>) -> Result<bool, ()> {
+    let Some(raw) = resp.tagged_fields.get(NODE_ENDPOINTS_TAG) else {
+        return Ok(false);
+    };
+    let mut endpoints = parse_node_endpoints(raw).map_err(|e| {
+        tracing::error!(error = %e, "cannot parse produce node endpoints; closing client connection");
+    })?;
+    observe_brokers(
+        shared,
+        endpoints
+            .iter()
+            .map(|e| (e.node_id, e.host.clone(), e.port)),
+    );
+    rewrite::rewrite_node_endpoints(&mut endpoints, &|id| shared.brokers.advertise(id));
+    resp.tagged_fields
+        .set(NODE_ENDPOINTS_TAG, encode_node_endpoints(&endpoints));
+    Ok(true)
+}

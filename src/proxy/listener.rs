@@ -1,0 +1,62 @@
+//! Accept loops: the bootstrap listener and one per broker. A semaphore
+//! caps the connections served at once; accept errors (EMFILE ...) back
+//! off instead of spinning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::Shared;
+use super::connection;
+use crate::metrics as m;
+
+/// Which upstream a listener's connections go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Any of the configured bootstrap servers.
+    Bootstrap,
+    /// The broker with this node id.
+    Broker(i32),
+}
+
+impl Target {
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::Bootstrap => "bootstrap",
+            Target::Broker(_) => "broker",
+        }
+    }
+}
+
+pub async fn run_listener(listener: TcpListener, target: Target, shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                backoff = Duration::from_millis(10);
+                let Ok(permit) = Arc::clone(&shared.conn_limit).try_acquire_owned() else {
+                    metrics::counter!(m::CONNECTIONS_REJECTED_TOTAL).increment(1);
+                    tracing::warn!(%peer, limit = shared.config.max_connections, "connection limit reached; closing new connection");
+                    drop(socket);
+                    continue;
+                };
+                let shared2 = Arc::clone(&shared);
+                shared.tracker.spawn(async move {
+                    connection::serve(socket, peer, target, shared2).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, listener = target.label(), "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    tracing::debug!(listener = target.label(), "listener closed");
+}

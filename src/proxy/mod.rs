@@ -1,0 +1,181 @@
+//! The proxy: listeners, per-connection tasks, response ordering and
+//! endpoint rewriting.
+//!
+//! * [`listener`]: accept loops with a connection limit.
+//! * [`connection`]: one client connection ↔ one upstream connection,
+//!   responses strictly in request order.
+//! * [`rewrite`]: broker endpoints → proxy endpoints, ApiVersions clamp.
+//! * [`brokers`]: node id → upstream address and per-broker listeners.
+//! * [`topics`]: topic id → name for Produce v13.
+//! * [`probe`]: the proxy's own Metadata probe (readiness, listeners).
+//! * [`http`]: `/metrics`, `/healthz`, `/readyz`.
+
+pub mod brokers;
+pub mod connection;
+pub mod http;
+pub mod io;
+pub mod listener;
+pub mod probe;
+pub mod rewrite;
+pub mod topics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::dedup::DedupCache;
+use brokers::{BrokerRegistry, bind_listener};
+use listener::{Target, run_listener};
+use topics::TopicNames;
+
+/// State shared by every listener and connection of one proxy.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub cache: Arc<DedupCache>,
+    pub brokers: BrokerRegistry,
+    pub topics: TopicNames,
+    pub upstream_up: AtomicBool,
+    pub probes_failed: AtomicUsize,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub conn_limit: Arc<Semaphore>,
+    next_bootstrap: AtomicUsize,
+}
+
+impl Shared {
+    /// Bootstrap servers, starting at a rotating position so new
+    /// connections spread over them.
+    pub fn bootstrap_rotation(&self) -> Vec<String> {
+        let mut v = self.config.upstream_servers();
+        if !v.is_empty() {
+            let start = self.next_bootstrap.fetch_add(1, Ordering::Relaxed) % v.len();
+            v.rotate_left(start);
+        }
+        v
+    }
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    bootstrap_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+}
+
+impl Proxy {
+    /// Binds the bootstrap and metrics listeners, probes the cluster once
+    /// (opening broker listeners), and starts serving.
+    pub async fn start(
+        mut config: Config,
+        handle: Option<PrometheusHandle>,
+    ) -> std::io::Result<Proxy> {
+        let bootstrap = bind_listener(config.listen)?;
+        let bootstrap_addr = bootstrap.local_addr()?;
+        let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        if config.broker_port_base.is_none() {
+            config.broker_port_base = Some(bootstrap_addr.port().wrapping_add(1));
+        }
+        let cache = DedupCache::new(
+            config.dedup_window,
+            config.cache_max_producer_partitions,
+            Duration::from_secs(config.cache_idle_ttl_seconds),
+        );
+        let shared = Arc::new(Shared {
+            brokers: BrokerRegistry::new(
+                config.advertised_host.clone(),
+                config.broker_port_base(),
+                bootstrap_addr.ip(),
+            ),
+            conn_limit: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            cache,
+            topics: TopicNames::default(),
+            upstream_up: AtomicBool::new(false),
+            probes_failed: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_bootstrap: AtomicUsize::new(0),
+        });
+        tracing::info!(
+            listen = %bootstrap_addr,
+            advertised_host = %shared.config.advertised_host,
+            broker_port_base = shared.config.broker_port_base(),
+            metrics = %metrics_addr,
+            dedup = ?shared.config.dedup_mode,
+            "proxy starting"
+        );
+        probe::probe(&shared).await;
+        tokio::spawn(http::serve(metrics_listener, Arc::clone(&shared), handle));
+        tokio::spawn(probe::run_probes(Arc::clone(&shared)));
+        tokio::spawn(sweep_cache(Arc::clone(&shared)));
+        shared.tracker.spawn(run_listener(
+            bootstrap,
+            Target::Bootstrap,
+            Arc::clone(&shared),
+        ));
+        Ok(Proxy {
+            shared,
+            bootstrap_addr,
+            metrics_addr,
+        })
+    }
+
+    pub fn bootstrap_addr(&self) -> SocketAddr {
+        self.bootstrap_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Port that serves broker `node_id`.
+    pub fn broker_port(&self, node_id: i32) -> Option<u16> {
+        self.shared.brokers.port_of(node_id)
+    }
+
+    /// Stops accepting, lets connections finish what they were sent for up
+    /// to `grace`, and reports whether everything drained in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.shared.shutdown.cancel();
+        self.shared.tracker.close();
+        match tokio::time::timeout(grace, self.shared.tracker.wait()).await {
+            Ok(()) => {
+                tracing::info!("all connections drained");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs_f64(),
+                    still_open = self.shared.tracker.len(),
+                    "drain overran the grace period; closing remaining connections"
+                );
+                false
+            }
+        }
+    }
+}
+
+async fn sweep_cache(shared: Arc<Shared>) {
+    let every = Duration::from_secs((shared.config.cache_idle_ttl_seconds / 4).clamp(1, 60));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        shared.cache.sweep_idle();
+    }
+}

@@ -1,0 +1,110 @@
+//! The proxy's own look at the cluster: a Metadata request to a bootstrap
+//! server at start-up and every probe interval. It opens listeners for
+//! brokers before any client asks, and drives `/readyz` and
+//! `kdp_upstream_up`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::Shared;
+use super::brokers::observe_brokers;
+use super::io::FrameReader;
+use crate::codec::api::METADATA;
+use crate::codec::frame::Frame;
+use crate::codec::header::{RequestHeader, parse_response_header, put_request_header};
+use crate::codec::metadata::{MetadataRequest, encode_metadata_request, parse_metadata_response};
+use crate::codec::primitives::TaggedFields;
+use crate::metrics as m;
+
+/// Metadata v1: old enough for any 3.x/4.x broker, new enough that an
+/// empty topic list means "no topics" (brokers only).
+const PROBE_VERSION: i16 = 1;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn probe_once(addr: &str, shared: &Arc<Shared>) -> Result<usize, String> {
+    let mut s = tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::new();
+    put_request_header(
+        &mut buf,
+        &RequestHeader {
+            api_key: METADATA,
+            api_version: PROBE_VERSION,
+            correlation_id: 1,
+            client_id: Some("kafka-dedup-proxy".into()),
+            tagged_fields: TaggedFields::default(),
+        },
+        1,
+    );
+    encode_metadata_request(
+        &mut buf,
+        &MetadataRequest {
+            topics: Some(Vec::new()),
+            allow_auto_topic_creation: false,
+            include_cluster_authorized_operations: false,
+            include_topic_authorized_operations: false,
+            tagged_fields: TaggedFields::default(),
+        },
+        PROBE_VERSION,
+    );
+    s.write_all(Frame::from_body(&buf).raw())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut reader = FrameReader::new(s, shared.config.max_frame_bytes);
+    let frame = tokio::time::timeout(PROBE_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "connection closed".to_string())?;
+    let body = frame.body();
+    let (rest, _) = parse_response_header(&body, 0).map_err(|e| format!("{e:?}"))?;
+    let r = parse_metadata_response(rest, PROBE_VERSION).map_err(|e| e.to_string())?;
+    let n = r.brokers.len();
+    observe_brokers(
+        shared,
+        r.brokers.into_iter().map(|b| (b.node_id, b.host, b.port)),
+    );
+    Ok(n)
+}
+
+/// Probes each bootstrap server in turn until one answers.
+pub async fn probe(shared: &Arc<Shared>) -> bool {
+    let mut last_err = String::new();
+    for addr in shared.config.upstream_servers() {
+        match probe_once(&addr, shared).await {
+            Ok(n) => {
+                let was = shared.upstream_up.swap(true, Ordering::Relaxed);
+                if !was {
+                    tracing::info!(upstream = %addr, brokers = n, "upstream cluster reachable");
+                }
+                metrics::gauge!(m::UPSTREAM_UP).set(1.0);
+                return true;
+            }
+            Err(e) => last_err = format!("{addr}: {e}"),
+        }
+    }
+    let was = shared.upstream_up.swap(false, Ordering::Relaxed);
+    if was || shared.probes_failed.fetch_add(1, Ordering::Relaxed) == 0 {
+        tracing::warn!(error = %last_err, "upstream cluster unreachable");
+    }
+    metrics::gauge!(m::UPSTREAM_UP).set(0.0);
+    false
+}
+
+pub async fn run_probes(shared: Arc<Shared>) {
+    let every = Duration::from_secs(shared.config.upstream_probe_interval_seconds.max(1));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        probe(&shared).await;
+    }
+}
