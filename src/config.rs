@@ -51,6 +51,11 @@ pub struct Config {
     #[arg(long, env = "KDP_BROKER_PORT_BASE")]
     pub broker_port_base: Option<u16>,
 
+    /// Where to reach brokers whose advertised address the proxy cannot use
+    /// directly: comma-separated advertised=actual host:port pairs.
+    #[arg(long, env = "KDP_BROKER_ADDRESS_MAP", value_delimiter = ',')]
+    pub broker_address_map: Vec<String>,
+
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "KDP_METRICS_LISTEN", default_value = "0.0.0.0:9400")]
     pub metrics_listen: SocketAddr,
@@ -123,11 +128,18 @@ impl Config {
         }
         for u in &self.upstream {
             let u = u.trim();
-            let Some((host, port)) = u.rsplit_once(':') else {
+            if !is_host_port(u) {
                 return Err(format!("--upstream entry '{u}' is not host:port"));
-            };
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return Err(format!("--upstream entry '{u}' is not host:port"));
+            }
+        }
+        for pair in &self.broker_address_map {
+            let ok = pair
+                .split_once('=')
+                .is_some_and(|(a, b)| is_host_port(a.trim()) && is_host_port(b.trim()));
+            if !ok {
+                return Err(format!(
+                    "--broker-address-map entry '{pair}' is not host:port=host:port"
+                ));
             }
         }
         if self.advertised_host.trim().is_empty() {
@@ -159,6 +171,15 @@ impl Config {
             return Err("--broker-port-base must not be 0".into());
         }
         Ok(())
+    }
+
+    /// The address to dial for a broker that advertises `advertised`.
+    pub fn map_broker_address(&self, advertised: &str) -> String {
+        self.broker_address_map
+            .iter()
+            .filter_map(|p| p.split_once('='))
+            .find(|(a, _)| a.trim() == advertised)
+            .map_or_else(|| advertised.to_string(), |(_, b)| b.trim().to_string())
     }
 
     /// Upstream bootstrap servers, trimmed.
@@ -198,6 +219,11 @@ impl Config {
     }
 }
 
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +259,20 @@ mod tests {
         let e = parse(&["--upstream", "kafka"]).unwrap_err();
         assert_eq!(e, "--upstream entry 'kafka' is not host:port");
         assert!(parse(&["--upstream", "a:1,b:notaport"]).is_err());
+    }
+
+    #[test]
+    fn broker_address_map_redirects_only_named_brokers() {
+        let c = parse(&[
+            "--upstream",
+            "a:1",
+            "--broker-address-map",
+            "k1:9092=10.0.0.1:9092, k2:9092=10.0.0.2:19092",
+        ])
+        .unwrap();
+        assert_eq!(c.map_broker_address("k2:9092"), "10.0.0.2:19092");
+        assert_eq!(c.map_broker_address("k3:9092"), "k3:9092");
+        assert!(parse(&["--upstream", "a:1", "--broker-address-map", "k1:9092"]).is_err());
     }
 
     #[test]

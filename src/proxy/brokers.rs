@@ -81,7 +81,7 @@ pub fn observe_brokers(
     let reg = &shared.brokers;
     let mut map = reg.lock();
     for (node_id, host, port) in brokers {
-        let upstream = format!("{host}:{port}");
+        let upstream = shared.config.map_broker_address(&format!("{host}:{port}"));
         let entry = map.entry(node_id).or_insert_with(|| BrokerEntry {
             upstream: upstream.clone(),
             listening: false,

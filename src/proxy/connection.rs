@@ -187,8 +187,9 @@ async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Sh
     // Drain: every queued answer is written (or the client is gone), the
     // broker answers everything it was sent.
     let _ = writer.await;
-    let _ = up_writer.await;
+    let up_w = up_writer.await;
     let _ = up_reader.await;
+    drop(up_w);
 }
 
 async fn client_reader(
@@ -658,11 +659,14 @@ async fn client_writer(
     closing.cancel();
 }
 
+/// Returns the write half instead of closing it: a broker that reads EOF
+/// closes the whole connection, and answers still owed to us (which retries
+/// elsewhere may be waiting for) would be lost.
 async fn upstream_writer(
     w: OwnedWriteHalf,
     mut rx: mpsc::Receiver<UpstreamSend>,
     pending: mpsc::UnboundedSender<Pending>,
-) {
+) -> BufWriter<OwnedWriteHalf> {
     let mut w = BufWriter::with_capacity(64 * 1024, w);
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -683,7 +687,7 @@ async fn upstream_writer(
         }
     }
     let _ = w.flush().await;
-    let _ = w.shutdown().await;
+    w
 }
 
 async fn upstream_reader(
