@@ -5,6 +5,8 @@
 //! crate (so the proxy is judged by code that is not its own codec).
 #![allow(dead_code)]
 
+pub mod fault;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -44,7 +46,10 @@ pub fn cluster() -> &'static Cluster {
             .stdout(Stdio::null())
             .status()
             .expect("scripts/kafka start");
-        assert!(status.success(), "the Kafka cluster did not start (see scripts/kafka logs)");
+        assert!(
+            status.success(),
+            "the Kafka cluster did not start (see scripts/kafka logs)"
+        );
         let out = std::process::Command::new(repo().join("scripts/kafka"))
             .arg("bootstrap")
             .output()
@@ -82,14 +87,29 @@ pub async fn harness(args: &[&str]) -> serde_json::Value {
     let mut full = vec!["run", "ClientHarness"];
     full.extend_from_slice(args);
     let out = kafka(&full).await;
-    let line = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON from harness {args:?}: {out}"));
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON from harness {args:?}: {out}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from harness: {e}: {line}"))
 }
 
 pub async fn create_topic(topic: &str, partitions: u32) {
     let c = cluster();
     let p = partitions.to_string();
-    harness(&["create-topic", "--bootstrap", &c.bootstrap, "--topic", topic, "--partitions", &p, "--replication", "3"]).await;
+    harness(&[
+        "create-topic",
+        "--bootstrap",
+        &c.bootstrap,
+        "--topic",
+        topic,
+        "--partitions",
+        &p,
+        "--replication",
+        "3",
+    ])
+    .await;
 }
 
 /// A port block per proxy: bootstrap at `base`, broker node N at base+N.
@@ -144,7 +164,9 @@ pub async fn start_proxy_to(upstream: &str, extra: &[&str]) -> TestProxy {
     let config = <Config as clap::Parser>::parse_from(args);
     config.validate().expect("valid test config");
     let handle = kafka_dedup_proxy::metrics::install_recorder();
-    let proxy = Proxy::start(config, Some(handle)).await.expect("proxy starts");
+    let proxy = Proxy::start(config, Some(handle))
+        .await
+        .expect("proxy starts");
     TestProxy {
         bootstrap: proxy.bootstrap_addr().to_string(),
         proxy,
@@ -165,9 +187,14 @@ pub struct RawConn {
 
 impl RawConn {
     pub async fn connect(addr: &str) -> RawConn {
-        let stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let stream = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_nodelay(true).unwrap();
-        RawConn { stream, next_corr: 1 }
+        RawConn {
+            stream,
+            next_corr: 1,
+        }
     }
 
     /// Encodes a whole request frame.
@@ -178,7 +205,9 @@ impl RawConn {
             .with_correlation_id(corr)
             .with_client_id(Some(StrBytes::from_static_str("kdp-test")));
         let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version)).unwrap();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
         req.encode(&mut body, version).unwrap();
         let mut out = BytesMut::with_capacity(body.len() + 4);
         out.put_i32(body.len() as i32);
@@ -190,7 +219,10 @@ impl RawConn {
     pub async fn send<R: Request>(&mut self, version: i16, req: &R) -> i32 {
         let corr = self.next_corr;
         self.next_corr += 1;
-        self.stream.write_all(&Self::frame(corr, version, req)).await.unwrap();
+        self.stream
+            .write_all(&Self::frame(corr, version, req))
+            .await
+            .unwrap();
         corr
     }
 
@@ -246,15 +278,23 @@ impl RawConn {
 /// Fetches a URL from the proxy's HTTP server: (status, body).
 pub async fn http_get(url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
-    let (addr, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
+    let (addr, path) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
         .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -263,7 +303,10 @@ pub fn metric_sum(exposition: &str, name: &str, label: &str) -> f64 {
     exposition
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
         .filter(|l| label.is_empty() || l.contains(label))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
