@@ -433,10 +433,8 @@ async fn java_idempotent_producer_retrying_through_delayed_responses_loses_and_d
             .unwrap();
         seen.insert(i);
         let p = r["p"].as_i64().unwrap();
-        if let Some(prev) = last_per_partition.insert(p, i) {
-            if prev >= i {
-                out_of_order += 1;
-            }
+        if last_per_partition.insert(p, i).is_some_and(|prev| prev >= i) {
+            out_of_order += 1;
         }
     }
     let lost = (0..n).filter(|i| !seen.contains(i)).count();

@@ -100,7 +100,7 @@ async fn relay_conn(
         let api = kinds.lock().unwrap().remove(&corr);
         if api == Some(0) {
             let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % every == 0 && delayed.load(Ordering::Relaxed) < max_delays {
+            if n.is_multiple_of(every) && delayed.load(Ordering::Relaxed) < max_delays {
                 delayed.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(delay).await;
             }
