@@ -1,0 +1,108 @@
+//! Operating the proxy: Prometheus metrics that move with real traffic and
+//! pass `promtool check metrics`, and health endpoints that follow the
+//! upstream cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_produce_traffic_and_pass_promtool() {
+    let _g = cluster_lock().read().await;
+    let p = start_proxy(&[]).await;
+    let topic = unique("ops-metrics");
+    create_topic(&topic, 3).await;
+    let (status, before) = http_get(&p.metrics_url("/metrics")).await;
+    assert_eq!(status, 200);
+
+    let out = harness(&[
+        "produce", "--bootstrap", &p.bootstrap, "--topic", &topic, "--count", "500", "--acks", "all",
+        "--idempotence", "true",
+    ])
+    .await;
+    assert_eq!(out["acked"], 500, "{out}");
+
+    let (_, after) = http_get(&p.metrics_url("/metrics")).await;
+    let grew = |name: &str, label: &str| metric_sum(&after, name, label) - metric_sum(&before, name, label);
+    assert!(grew("kdp_requests_total", "api=\"produce\"") >= 1.0, "produce requests counted");
+    assert!(grew("kdp_requests_total", "api=\"metadata\"") >= 1.0, "metadata requests counted");
+    assert!(grew("kdp_produce_batches_total", "outcome=\"forwarded\"") >= 1.0, "fresh batches counted");
+    assert!(grew("kdp_connections_total", "") >= 2.0, "connections counted");
+    assert!(
+        grew("kdp_upstream_request_duration_seconds_count", "api=\"produce\"") >= 1.0,
+        "upstream latency observed"
+    );
+    assert!(metric_sum(&after, "kdp_broker_listeners", "") >= 3.0);
+    assert!(metric_sum(&after, "kdp_dedup_cache_entries", "") >= 0.0);
+    assert_eq!(http_get(&p.metrics_url("/healthz")).await.0, 200);
+    assert_eq!(http_get(&p.metrics_url("/readyz")).await.0, 200);
+    assert_eq!(http_get(&p.metrics_url("/nope")).await.0, 404);
+
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed by scripts/install-deps");
+    promtool.stdin.take().unwrap().write_all(after.as_bytes()).await.unwrap();
+    let res = promtool.wait_with_output().await.unwrap();
+    assert!(
+        res.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+/// A plain TCP relay that can be taken down and brought back on one port.
+async fn relay(listen: &str, upstream: String) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind(listen).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            let up = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut u) = TcpStream::connect(&up).await {
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+            });
+        }
+    })
+}
+
+async fn wait_status(url: &str, want: u16) -> bool {
+    for _ in 0..40 {
+        if http_get(url).await.0 == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_unready_when_the_upstream_is_down_and_ready_when_it_returns() {
+    let _g = cluster_lock().read().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let relay_addr = format!("127.0.0.1:{port}");
+    let broker = format!("127.0.0.1:{}", cluster().broker_ports[0]);
+    let r = relay(&relay_addr, broker.clone()).await;
+    let p = start_proxy_to(&relay_addr, &["--upstream-probe-interval-seconds", "1"]).await;
+    let url = p.metrics_url("/readyz");
+    assert!(wait_status(&url, 200).await, "ready while the upstream answers");
+
+    r.abort();
+    let _ = r.await;
+    assert!(wait_status(&url, 503).await, "unready once the upstream is gone");
+    assert_eq!(http_get(&p.metrics_url("/healthz")).await.0, 200, "still alive");
+
+    let _r = relay(&relay_addr, broker).await;
+    assert!(wait_status(&url, 200).await, "ready again when the upstream returns");
+}
