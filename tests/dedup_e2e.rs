@@ -433,7 +433,10 @@ async fn java_idempotent_producer_retrying_through_delayed_responses_loses_and_d
             .unwrap();
         seen.insert(i);
         let p = r["p"].as_i64().unwrap();
-        if last_per_partition.insert(p, i).is_some_and(|prev| prev >= i) {
+        if last_per_partition
+            .insert(p, i)
+            .is_some_and(|prev| prev >= i)
+        {
             out_of_order += 1;
         }
     }

@@ -20,20 +20,46 @@ async fn metrics_move_with_produce_traffic_and_pass_promtool() {
     assert_eq!(status, 200);
 
     let out = harness(&[
-        "produce", "--bootstrap", &p.bootstrap, "--topic", &topic, "--count", "500", "--acks", "all",
-        "--idempotence", "true",
+        "produce",
+        "--bootstrap",
+        &p.bootstrap,
+        "--topic",
+        &topic,
+        "--count",
+        "500",
+        "--acks",
+        "all",
+        "--idempotence",
+        "true",
     ])
     .await;
     assert_eq!(out["acked"], 500, "{out}");
 
     let (_, after) = http_get(&p.metrics_url("/metrics")).await;
-    let grew = |name: &str, label: &str| metric_sum(&after, name, label) - metric_sum(&before, name, label);
-    assert!(grew("kdp_requests_total", "api=\"produce\"") >= 1.0, "produce requests counted");
-    assert!(grew("kdp_requests_total", "api=\"metadata\"") >= 1.0, "metadata requests counted");
-    assert!(grew("kdp_produce_batches_total", "outcome=\"forwarded\"") >= 1.0, "fresh batches counted");
-    assert!(grew("kdp_connections_total", "") >= 2.0, "connections counted");
+    let grew = |name: &str, label: &str| {
+        metric_sum(&after, name, label) - metric_sum(&before, name, label)
+    };
     assert!(
-        grew("kdp_upstream_request_duration_seconds_count", "api=\"produce\"") >= 1.0,
+        grew("kdp_requests_total", "api=\"produce\"") >= 1.0,
+        "produce requests counted"
+    );
+    assert!(
+        grew("kdp_requests_total", "api=\"metadata\"") >= 1.0,
+        "metadata requests counted"
+    );
+    assert!(
+        grew("kdp_produce_batches_total", "outcome=\"forwarded\"") >= 1.0,
+        "fresh batches counted"
+    );
+    assert!(
+        grew("kdp_connections_total", "") >= 2.0,
+        "connections counted"
+    );
+    assert!(
+        grew(
+            "kdp_upstream_request_duration_seconds_count",
+            "api=\"produce\""
+        ) >= 1.0,
         "upstream latency observed"
     );
     assert!(metric_sum(&after, "kdp_broker_listeners", "") >= 3.0);
@@ -49,7 +75,13 @@ async fn metrics_move_with_produce_traffic_and_pass_promtool() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool (Debian package prometheus) is installed by scripts/install-deps");
-    promtool.stdin.take().unwrap().write_all(after.as_bytes()).await.unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(after.as_bytes())
+        .await
+        .unwrap();
     let res = promtool.wait_with_output().await.unwrap();
     assert!(
         res.status.success(),
@@ -96,13 +128,26 @@ async fn readyz_turns_unready_when_the_upstream_is_down_and_ready_when_it_return
     let r = relay(&relay_addr, broker.clone()).await;
     let p = start_proxy_to(&relay_addr, &["--upstream-probe-interval-seconds", "1"]).await;
     let url = p.metrics_url("/readyz");
-    assert!(wait_status(&url, 200).await, "ready while the upstream answers");
+    assert!(
+        wait_status(&url, 200).await,
+        "ready while the upstream answers"
+    );
 
     r.abort();
     let _ = r.await;
-    assert!(wait_status(&url, 503).await, "unready once the upstream is gone");
-    assert_eq!(http_get(&p.metrics_url("/healthz")).await.0, 200, "still alive");
+    assert!(
+        wait_status(&url, 503).await,
+        "unready once the upstream is gone"
+    );
+    assert_eq!(
+        http_get(&p.metrics_url("/healthz")).await.0,
+        200,
+        "still alive"
+    );
 
     let _r = relay(&relay_addr, broker).await;
-    assert!(wait_status(&url, 200).await, "ready again when the upstream returns");
+    assert!(
+        wait_status(&url, 200).await,
+        "ready again when the upstream returns"
+    );
 }
