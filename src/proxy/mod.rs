@@ -169,13 +169,20 @@ impl Proxy {
     }
 }
 
+/// Publishes the cache size every second and drops idle producer-partitions
+/// every quarter TTL (at most every minute).
 async fn sweep_cache(shared: Arc<Shared>) {
-    let every = Duration::from_secs((shared.config.cache_idle_ttl_seconds / 4).clamp(1, 60));
+    let sweep_every = (shared.config.cache_idle_ttl_seconds / 4).clamp(1, 60);
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        shared.cache.sweep_idle();
+        ticks += 1;
+        if ticks.is_multiple_of(sweep_every) {
+            shared.cache.sweep_idle();
+        }
+        metrics::gauge!(crate::metrics::DEDUP_CACHE_ENTRIES).set(shared.cache.len() as f64);
     }
 }
