@@ -456,3 +456,56 @@ async fn java_idempotent_producer_retrying_through_delayed_responses_loses_and_d
     );
     assert!(answered > 0.0, "retries were answered by the proxy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_mode_counts_duplicates_but_forwards_them() {
+    let _g = cluster_lock().write().await;
+    let topic = unique("dedup-observe");
+    create_topic(&topic, 1).await;
+    let leader = leader_of(&topic, 0).await;
+    let p = start_proxy(&["--dedup-mode", "observe"]).await;
+    let mut conn = RawConn::connect(&p.broker_addr(leader)).await;
+    let (pid, epoch) = init_producer_id(&mut conn).await;
+    let b = batch(pid, epoch, 0, 2, "observe");
+    let first = conn
+        .call(PRODUCE_VERSION, &produce(-1, &topic, &[(0, b.clone())]))
+        .await;
+    let first = partitions(&first)[0].clone();
+    assert_eq!(first.error_code, 0);
+
+    let before = http_get(&p.metrics_url("/metrics")).await.1;
+    let mut retry = RawConn::connect(&p.broker_addr(leader)).await;
+    let paused = Paused::broker(leader).await;
+    retry
+        .send(PRODUCE_VERSION, &produce(-1, &topic, &[(0, b)]))
+        .await;
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(2000),
+            retry.recv::<ProduceRequest>(PRODUCE_VERSION)
+        )
+        .await
+        .is_err(),
+        "observe mode forwards duplicates: nothing answers while the leader is paused"
+    );
+    drop(paused);
+    let (_, resp) = tokio::time::timeout(
+        Duration::from_secs(30),
+        retry.recv::<ProduceRequest>(PRODUCE_VERSION),
+    )
+    .await
+    .expect("the broker answers");
+    assert_eq!(partitions(&resp)[0].base_offset, first.base_offset);
+    let after = http_get(&p.metrics_url("/metrics")).await.1;
+    let observed = |s: &str| {
+        metric_sum(
+            s,
+            "kdp_produce_batches_total",
+            "outcome=\"observed_duplicate\"",
+        )
+    };
+    assert!(
+        observed(&after) >= observed(&before) + 1.0,
+        "the duplicate was counted"
+    );
+}
