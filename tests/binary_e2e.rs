@@ -15,17 +15,9 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kafka-dedup-proxy");
 
+/// A port block of our own (bootstrap, brokers 1-3 at base+2.., metrics at base+5).
 fn free_base() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = l.local_addr().unwrap().port();
-        drop(l);
-        if base < 60000
-            && (0..6).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
-            return base;
-        }
-    }
+    next_port_base()
 }
 
 async fn spawn_proxy(base: u16, grace: &str) -> Child {

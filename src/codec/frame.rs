@@ -98,9 +98,8 @@ impl Encoder<Bytes> for FrameCodec {
     }
 }
 
-/// Splits one frame off `src`: `Ok(None)` while it is still arriving (and
-/// reserves room for the rest), an error for a length outside
-/// `0..=max_frame_bytes`.
+/// Splits one frame off `src`: `Ok(None)` while it is still arriving, an
+/// error for a length outside `0..=max_frame_bytes`.
 pub fn decode_frame(
     src: &mut BytesMut,
     max_frame_bytes: usize,
@@ -117,7 +116,8 @@ pub fn decode_frame(
     }
     let total = LENGTH_PREFIX + len as usize;
     if src.len() < total {
-        src.reserve(total - src.len());
+        // Room grows as bytes arrive (the reader reserves in chunks), so a
+        // peer that announces a large frame and sends nothing costs nothing.
         return Ok(None);
     }
     Ok(Some(Frame {

@@ -173,6 +173,7 @@ async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Sh
         FrameReader::new(up_r, max),
         pending_rx,
         Arc::clone(&shared),
+        closing.clone(),
     ));
 
     let mut conn = Conn {
@@ -690,13 +691,48 @@ async fn upstream_writer(
     w
 }
 
+/// Ends (and closes the client connection) when the broker closes its end,
+/// even while nothing is pending: a broker closing an idle connection
+/// (`connections.max.idle.ms`) is passed on to the client as it would be
+/// without the proxy.
 async fn upstream_reader(
     mut frames: FrameReader<OwnedReadHalf>,
     mut pending: mpsc::UnboundedReceiver<Pending>,
     shared: Arc<Shared>,
+    closing: CancellationToken,
 ) {
-    while let Some(p) = pending.recv().await {
-        let frame = match frames.next().await {
+    loop {
+        let (p, early) = tokio::select! {
+            // Pending first: an entry is always queued before its request
+            // is written, so a response never arrives ahead of its entry.
+            biased;
+            p = pending.recv() => match p {
+                Some(p) => (p, None),
+                None => break,
+            },
+            // Nothing seemed owed. The entry may have been queued between
+            // the two polls (then this is its answer); otherwise the broker
+            // closed an idle connection (`connections.max.idle.ms`) or
+            // misbehaves, and the client is told by a close, as it would
+            // be without the proxy. FrameReader::next keeps partial reads,
+            // so losing this race drops no bytes.
+            r = frames.next() => match pending.try_recv() {
+                Ok(p) => (p, Some(r)),
+                Err(_) => {
+                    match r {
+                        Ok(Some(_)) => tracing::error!("broker sent a response nobody asked for; closing"),
+                        Ok(None) => tracing::debug!("broker closed an idle connection"),
+                        Err(e) => log_frame_error("upstream", SocketAddr::from(([0, 0, 0, 0], 0)), &e),
+                    }
+                    break;
+                }
+            },
+        };
+        let next = match early {
+            Some(r) => r,
+            None => frames.next().await,
+        };
+        let frame = match next {
             Ok(Some(f)) => f,
             Ok(None) => {
                 tracing::debug!("broker closed the connection");
@@ -726,6 +762,7 @@ async fn upstream_reader(
     }
     // Everything still pending is dropped here: each guard forgets its
     // batch and each client slot closes its connection.
+    closing.cancel();
 }
 
 fn post_process(post: Post, frame: Frame, shared: &Arc<Shared>) -> Reply {

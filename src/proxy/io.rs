@@ -33,7 +33,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(f));
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
+                // Grow with what has arrived (BytesMut at least doubles),
+                // never by what a length prefix merely announces.
+                self.buf.reserve(READ_CHUNK.max(self.buf.len()));
             }
             let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod verifiable;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -113,12 +114,12 @@ pub async fn create_topic(topic: &str, partitions: u32) {
 }
 
 /// A port block per proxy: bootstrap at `base`, broker node N at base+N.
-fn next_port_base() -> u16 {
+pub fn next_port_base() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     loop {
         let slot = NEXT.fetch_add(1, Ordering::Relaxed);
         let base = 41000 + (std::process::id() % 40) as u16 * 400 + (slot % 40) * 10;
-        let free = (0..5).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        let free = (0..6).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if free {
             return base;
         }
