@@ -460,3 +460,65 @@ async fn bad_input_closes_only_its_own_connection() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_to_a_follower_names_the_new_leader_by_its_proxy_address() {
+    let _g = cluster_lock().read().await;
+    let p = start_proxy(&[]).await;
+    let topic = unique("not-leader");
+    create_topic(&topic, 1).await;
+    let out = harness(&[
+        "topic-leader",
+        "--bootstrap",
+        &cluster().bootstrap,
+        "--topic",
+        &topic,
+    ])
+    .await;
+    let leader = out["leader"].as_i64().unwrap() as i32;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let batch = kafka_dedup_proxy::codec::record_batch::encode_record_batch(
+        -1,
+        -1,
+        -1,
+        0,
+        0,
+        &[kafka_dedup_proxy::codec::record_batch::SimpleRecord {
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"x")),
+        }],
+    );
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let mut conn = RawConn::connect(&p.broker_addr(follower)).await;
+    for v in [10i16, 11, 12] {
+        let resp = conn.call(v, &req).await;
+        let part = &resp.responses[0].partition_responses[0];
+        assert_eq!(part.error_code, 6, "NOT_LEADER_OR_FOLLOWER from a follower");
+        assert!(
+            !resp.node_endpoints.is_empty(),
+            "Produce v{v} names the leader (KIP-951)"
+        );
+        for e in &resp.node_endpoints {
+            assert_proxy_address(
+                &p,
+                e.node_id.0,
+                &e.host,
+                e.port,
+                &format!("Produce v{v} NodeEndpoints"),
+            );
+        }
+    }
+}
