@@ -1,0 +1,60 @@
+//! Reliability, the fast subset CI runs: hostile input against the proxy
+//! binary, an idempotent producer's epoch bump, Kafka's VerifiableProducer
+//! through connection resets and lost Produce responses, and the proxy
+//! binary restarted with SIGTERM mid-stream. Every scenario prints one
+//! `RELIABILITY {json}` line (records acked, consumed, faults, lost,
+//! duplicated). The whole suite is `tests/reliability_full.rs`, run by
+//! `scripts/reliability`; results are in docs/reliability.md.
+
+mod common;
+
+use common::verifiable::{self, NetworkFaults, Restart};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_closes_only_its_own_connection_while_a_producer_carries_on() {
+    let _g = cluster_lock().write().await;
+    verifiable::hostile_input(1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_counted_and_logged() {
+    let _g = cluster_lock().write().await;
+    verifiable::connection_limit(20, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_epoch_is_fenced_by_the_broker_never_answered_from_the_cache() {
+    let _g = cluster_lock().write().await;
+    verifiable::idempotent_epoch_bump().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifiable_producer_through_resets_and_lost_responses_loses_and_duplicates_nothing() {
+    let _g = cluster_lock().write().await;
+    let v = verifiable::network_faults(
+        4000,
+        400,
+        NetworkFaults {
+            resets: 2,
+            lost_responses: 4,
+            delay: None,
+            black_hole: None,
+        },
+    )
+    .await;
+    assert!(v.is_clean(), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifiable_producer_through_a_proxy_sigterm_restart_loses_and_duplicates_nothing() {
+    let _g = cluster_lock().write().await;
+    let v = verifiable::proxy_restarts(4000, 400, &[Restart::Term]).await;
+    assert!(v.is_clean(), "{v:?}");
+}
+
+#[test]
+fn dedup_cache_of_200k_holds_its_bound_through_a_million_producer_partitions() {
+    // in memory only: no cluster
+    verifiable::cache_memory(1_000_000, 200_000);
+}
