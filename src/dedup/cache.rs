@@ -29,8 +29,24 @@ pub enum TopicKey {
     Id([u8; 16]),
 }
 
+/// Whose batches may answer whose retries. A synthetic answer skips the
+/// broker's authorization check, so one authenticated principal never gets
+/// an answer built from another principal's batch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// No authentication on the connection (as the broker sees it, every
+    /// such client is the same anonymous principal).
+    Anonymous,
+    /// The SASL user name the broker accepted for the connection.
+    Principal(Arc<str>),
+    /// Authenticated by a mechanism whose principal the proxy cannot read:
+    /// the connection only ever meets its own batches.
+    Connection(u64),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProducerPartition {
+    pub scope: Scope,
     pub producer_id: i64,
     pub topic: TopicKey,
     pub partition: i32,
@@ -399,6 +415,7 @@ mod tests {
 
     fn key(pid: i64, p: i32) -> ProducerPartition {
         ProducerPartition {
+            scope: Scope::Anonymous,
             producer_id: pid,
             topic: TopicKey::Name(Arc::from("t")),
             partition: p,
@@ -436,6 +453,18 @@ mod tests {
         assert!(
             matches!(c.begin(key(1, 0), id(0, 0, 9, 7)), Lookup::Duplicate(x) if x.base_offset == 42)
         );
+    }
+
+    #[test]
+    fn another_principal_never_meets_the_batch() {
+        let c = cache();
+        let Lookup::Fresh(g) = c.begin(key(1, 0), id(0, 0, 9, 7)) else {
+            panic!()
+        };
+        g.commit(committed(42));
+        let mut other = key(1, 0);
+        other.scope = Scope::Principal(Arc::from("mallory"));
+        assert!(matches!(c.begin(other, id(0, 0, 9, 7)), Lookup::Fresh(_)));
     }
 
     #[test]

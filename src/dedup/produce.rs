@@ -5,7 +5,8 @@
 use bytes::Bytes;
 
 use super::cache::{
-    BatchId, Committed, DedupCache, InFlightGuard, Lookup, Outcome, ProducerPartition, TopicKey,
+    BatchId, Committed, DedupCache, InFlightGuard, Lookup, Outcome, ProducerPartition, Scope,
+    TopicKey,
 };
 use crate::codec::CodecError;
 use crate::codec::produce::{
@@ -43,6 +44,7 @@ pub fn classify(
     req: &ProduceRequest,
     cache: &std::sync::Arc<DedupCache>,
     mode: DedupMode,
+    scope: &Scope,
     topic_key: impl Fn(&TopicRef) -> TopicKey,
 ) -> Plan {
     req.topics
@@ -54,6 +56,7 @@ pub fn classify(
                 .map(|p| {
                     classify_partition(
                         req.acks,
+                        scope,
                         tk.clone(),
                         p.index,
                         p.records.as_ref(),
@@ -67,8 +70,10 @@ pub fn classify(
 }
 
 /// Classifies one partition; also used again after a wait failed.
+#[allow(clippy::too_many_arguments)]
 pub fn classify_partition(
     acks: i16,
+    scope: &Scope,
     topic: TopicKey,
     partition: i32,
     records: Option<&Bytes>,
@@ -101,6 +106,7 @@ pub fn classify_partition(
         return uncacheable();
     }
     let key = ProducerPartition {
+        scope: scope.clone(),
         producer_id: header.producer_id,
         topic,
         partition,
@@ -337,10 +343,10 @@ mod tests {
     fn duplicate_batch_gets_original_offset() {
         let c = cache();
         let req = request(-1, &[(0, batch(7, 0, 3))]);
-        let mut plan = classify(&req, &c, DedupMode::On, key);
+        let mut plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
         assert!(all_forward(&plan));
         resolve_guards(&req, &mut plan, Some(&broker_ok(&[(0, 100)])));
-        let plan2 = classify(&req, &c, DedupMode::On, key);
+        let plan2 = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
         assert!(none_forward(&plan2));
         let resp = merge_response(&req, &plan2, None).unwrap();
         let p = &resp.responses[0].partitions[0];
@@ -352,27 +358,39 @@ mod tests {
     fn acks_one_is_never_answered_by_the_proxy() {
         let c = cache();
         let req = request(1, &[(0, batch(7, 0, 3))]);
-        let mut plan = classify(&req, &c, DedupMode::On, key);
+        let mut plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
         resolve_guards(&req, &mut plan, Some(&broker_ok(&[(0, 100)])));
-        assert!(all_forward(&classify(&req, &c, DedupMode::On, key)));
+        assert!(all_forward(&classify(
+            &req,
+            &c,
+            DedupMode::On,
+            &Scope::Anonymous,
+            key
+        )));
     }
 
     #[test]
     fn broker_error_forgets_the_batch() {
         let c = cache();
         let req = request(-1, &[(0, batch(7, 0, 3))]);
-        let mut plan = classify(&req, &c, DedupMode::On, key);
+        let mut plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
         let mut err = broker_ok(&[(0, -1)]);
         err.responses[0].partitions[0].error_code = 6;
         resolve_guards(&req, &mut plan, Some(&err));
-        assert!(all_forward(&classify(&req, &c, DedupMode::On, key)));
+        assert!(all_forward(&classify(
+            &req,
+            &c,
+            DedupMode::On,
+            &Scope::Anonymous,
+            key
+        )));
     }
 
     #[test]
     fn mixed_request_forwards_only_fresh_partitions_and_merges_in_order() {
         let c = cache();
         let first = request(-1, &[(1, batch(7, 0, 2))]);
-        let mut plan = classify(&first, &c, DedupMode::On, key);
+        let mut plan = classify(&first, &c, DedupMode::On, &Scope::Anonymous, key);
         resolve_guards(&first, &mut plan, Some(&broker_ok(&[(1, 50)])));
 
         let mixed = request(
@@ -383,7 +401,7 @@ mod tests {
                 (2, batch(9, 0, 1)),
             ],
         );
-        let mut plan = classify(&mixed, &c, DedupMode::On, key);
+        let mut plan = classify(&mixed, &c, DedupMode::On, &Scope::Anonymous, key);
         let sub = forward_subset(&mixed, &plan);
         let idx: Vec<_> = sub.topics[0].partitions.iter().map(|p| p.index).collect();
         assert_eq!(idx, vec![0, 2]);
@@ -398,23 +416,35 @@ mod tests {
         assert_eq!(got, vec![(0, 60), (1, 50), (2, 70)]);
         assert_eq!(merged.throttle_time_ms, 3);
         resolve_guards(&mixed, &mut plan, Some(&broker));
-        assert!(none_forward(&classify(&mixed, &c, DedupMode::On, key)));
+        assert!(none_forward(&classify(
+            &mixed,
+            &c,
+            DedupMode::On,
+            &Scope::Anonymous,
+            key
+        )));
     }
 
     #[test]
     fn observe_mode_counts_but_forwards() {
         let c = cache();
         let req = request(-1, &[(0, batch(7, 0, 3))]);
-        let mut plan = classify(&req, &c, DedupMode::Observe, key);
+        let mut plan = classify(&req, &c, DedupMode::Observe, &Scope::Anonymous, key);
         resolve_guards(&req, &mut plan, Some(&broker_ok(&[(0, 100)])));
-        assert!(all_forward(&classify(&req, &c, DedupMode::Observe, key)));
+        assert!(all_forward(&classify(
+            &req,
+            &c,
+            DedupMode::Observe,
+            &Scope::Anonymous,
+            key
+        )));
     }
 
     #[test]
     fn merge_fails_when_the_broker_leaves_out_a_forwarded_partition() {
         let c = cache();
         let req = request(-1, &[(0, batch(7, 0, 3)), (1, batch(8, 0, 1))]);
-        let plan = classify(&req, &c, DedupMode::On, key);
+        let plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
         assert!(merge_response(&req, &plan, Some(&broker_ok(&[(0, 1)]))).is_err());
     }
 
@@ -425,7 +455,7 @@ mod tests {
         let n = b.len() - 1;
         b[n] ^= 1;
         let req = request(-1, &[(0, Bytes::from(b))]);
-        let plan = classify(&req, &c, DedupMode::On, key);
+        let plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
         assert!(matches!(plan[0][0], Action::Forward(None)));
         assert!(c.is_empty());
     }

@@ -19,8 +19,8 @@
 //! waiting for exactly that answer.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +35,7 @@ use super::brokers::observe_brokers;
 use super::io::FrameReader;
 use super::listener::Target;
 use super::rewrite;
+use super::sasl;
 use crate::codec::api::{self, api_name, is_hidden_api, max_supported_version};
 use crate::codec::api_versions::{self, ApiVersion, ApiVersionsResponse};
 use crate::codec::frame::{Frame, FrameError};
@@ -49,6 +50,7 @@ use crate::codec::produce::{
 };
 use crate::codec::{CodecError, describe_cluster, find_coordinator, metadata};
 use crate::config::DedupMode;
+use crate::dedup::cache::Scope;
 use crate::dedup::produce::{
     Action, Plan, all_forward, classify, classify_partition, forward_subset, merge_response,
     none_forward, resolve_guards,
@@ -68,11 +70,27 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 /// What to do with a response before it goes to the client.
 enum Post {
     Raw,
-    ApiVersions { version: i16 },
-    Metadata { version: i16 },
-    FindCoordinator { version: i16 },
-    DescribeCluster { version: i16 },
+    ApiVersions {
+        version: i16,
+    },
+    Metadata {
+        version: i16,
+    },
+    FindCoordinator {
+        version: i16,
+    },
+    DescribeCluster {
+        version: i16,
+    },
     Produce(Box<ProducePost>),
+    /// A SASL round; when `adopt` is set, this round completes the exchange
+    /// and a success makes `adopt` the connection's dedup scope.
+    Sasl {
+        /// SaslAuthenticate version, `None` for a raw SaslHandshake v0 token.
+        version: Option<i16>,
+        adopt: Option<Arc<str>>,
+        scope: Arc<Mutex<Scope>>,
+    },
 }
 
 struct ProducePost {
@@ -108,9 +126,53 @@ struct Conn {
     upstream: mpsc::Sender<UpstreamSend>,
     /// Raw SASL tokens still expected after a SaslHandshake v0.
     sasl_tokens: usize,
+    id: u64,
+    /// Dedup scope, shared with response handling (which adopts a SASL
+    /// user once the broker accepted it).
+    scope: Arc<Mutex<Scope>>,
+    sasl: Option<SaslProgress>,
 }
 
-static CONNECTION_IDS: AtomicUsize = AtomicUsize::new(0);
+/// A SASL exchange the proxy follows to learn the connection's user.
+struct SaslProgress {
+    mechanism: String,
+    user: Option<Arc<str>>,
+    rounds: usize,
+}
+
+impl Conn {
+    /// Starts following a SASL exchange: until it completes, the
+    /// connection only meets its own batches.
+    fn sasl_started(&mut self, mechanism: String) {
+        *lock(&self.scope) = Scope::Connection(self.id);
+        self.sasl = Some(SaslProgress {
+            mechanism,
+            user: None,
+            rounds: 0,
+        });
+    }
+
+    /// Records one client token; returns the user to adopt if the broker
+    /// accepts this round, which completes the exchange.
+    fn sasl_round(&mut self, token: Option<&[u8]>) -> Option<Arc<str>> {
+        let p = self.sasl.as_mut()?;
+        if p.rounds == 0 {
+            p.user = token
+                .and_then(|t| sasl::user_from_token(&p.mechanism, t))
+                .map(Arc::from);
+        }
+        p.rounds += 1;
+        (sasl::rounds(&p.mechanism) == Some(p.rounds))
+            .then(|| p.user.clone())
+            .flatten()
+    }
+}
+
+fn lock(scope: &Mutex<Scope>) -> std::sync::MutexGuard<'_, Scope> {
+    scope.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(0);
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Shared>) {
     let kind = target.label();
@@ -119,7 +181,8 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, target: Target, shared: 
     let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("conn", id, %peer, listener = kind);
     let _ =
-        tracing::Instrument::instrument(run(client, peer, target, Arc::clone(&shared)), span).await;
+        tracing::Instrument::instrument(run(client, peer, target, Arc::clone(&shared), id), span)
+            .await;
     metrics::gauge!(m::CONNECTIONS_ACTIVE, "listener" => kind).decrement(1.0);
 }
 
@@ -152,7 +215,7 @@ async fn connect_upstream(target: Target, shared: &Shared) -> Option<TcpStream> 
     None
 }
 
-async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Shared>) {
+async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Shared>, id: u64) {
     let _ = client.set_nodelay(true);
     let Some(upstream) = connect_upstream(target, &shared).await else {
         metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => "upstream_connect").increment(1);
@@ -182,6 +245,9 @@ async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Sh
         slots: slot_tx,
         upstream: up_tx,
         sasl_tokens: 0,
+        id,
+        scope: Arc::new(Mutex::new(Scope::Anonymous)),
+        sasl: None,
     };
     client_reader(FrameReader::new(client_r, max), &mut conn, &closing).await;
     drop(conn);
@@ -249,7 +315,14 @@ async fn handle_request(conn: &mut Conn, frame: Frame) -> Result<(), Close> {
     if conn.sasl_tokens > 0 {
         // SaslHandshake v0: opaque, header-less tokens until authenticated.
         conn.sasl_tokens -= 1;
-        return forward(conn, frame.into_raw(), None, api::SASL_HANDSHAKE, Post::Raw).await;
+        let token = frame.body();
+        let adopt = conn.sasl_round(Some(&token));
+        let post = Post::Sasl {
+            version: None,
+            adopt: if conn.sasl_tokens == 0 { adopt } else { None },
+            scope: Arc::clone(&conn.scope),
+        };
+        return forward(conn, frame.into_raw(), None, api::SASL_HANDSHAKE, post).await;
     }
     let body = frame.body();
     let Ok((_, (api_key, version, correlation_id))) = parse_request_prefix(&body) else {
@@ -327,9 +400,24 @@ async fn handle_request(conn: &mut Conn, frame: Frame) -> Result<(), Close> {
                     version,
                 );
             };
+            conn.sasl_started(sasl::handshake_mechanism(&body).unwrap_or_default());
             forward(conn, frame.into_raw(), corr, api_key, Post::Raw).await?;
             conn.sasl_tokens = tokens;
             Ok(())
+        }
+        api::SASL_HANDSHAKE => {
+            conn.sasl_started(sasl::handshake_mechanism(&body).unwrap_or_default());
+            forward(conn, frame.into_raw(), corr, api_key, Post::Raw).await
+        }
+        api::SASL_AUTHENTICATE => {
+            let token = sasl::authenticate_token(&body);
+            let adopt = conn.sasl_round(token.as_deref());
+            let post = Post::Sasl {
+                version: Some(version),
+                adopt,
+                scope: Arc::clone(&conn.scope),
+            };
+            forward(conn, frame.into_raw(), corr, api_key, post).await
         }
         _ => forward(conn, frame.into_raw(), corr, api_key, Post::Raw).await,
     }
@@ -472,7 +560,8 @@ async fn handle_produce(
         }
     };
     let shared = &conn.shared;
-    let plan = classify(&req, &shared.cache, shared.config.dedup_mode, |t| {
+    let scope = lock(&conn.scope).clone();
+    let plan = classify(&req, &shared.cache, shared.config.dedup_mode, &scope, |t| {
         shared.topics.key_for(t)
     });
     if all_forward(&plan) {
@@ -494,6 +583,7 @@ async fn handle_produce(
         version,
         req,
         plan,
+        scope,
         reply: tx,
     };
     let has_waits = ctx
@@ -527,6 +617,7 @@ struct ProduceCtx {
     version: i16,
     req: ProduceRequest,
     plan: Plan,
+    scope: Scope,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -555,6 +646,7 @@ async fn resolve_waits(mut ctx: ProduceCtx, shared: &Shared) -> ProduceCtx {
                         let p = &t.partitions[pi];
                         classify_partition(
                             ctx.req.acks,
+                            &ctx.scope,
                             shared.topics.key_for(&t.topic),
                             p.index,
                             p.records.as_ref(),
@@ -583,6 +675,7 @@ async fn dispatch_produce(ctx: ProduceCtx, up: &mpsc::Sender<UpstreamSend>) {
         req,
         mut plan,
         reply,
+        ..
     } = ctx;
     let resp_hv = response_header_version(api::PRODUCE, version);
     if none_forward(&plan) {
@@ -814,6 +907,26 @@ fn post_process(post: Post, frame: Frame, shared: &Arc<Shared>) -> Reply {
             })
         }
         Post::Produce(p) => produce_response(*p, frame, shared),
+        Post::Sasl {
+            version,
+            adopt,
+            scope,
+        } => {
+            if let Some(user) = adopt {
+                let body = frame.body();
+                let ok = match version {
+                    Some(v) => sasl::authenticate_succeeded(&body, v),
+                    // SaslHandshake v0 tokens: a failed exchange ends in a
+                    // closed connection, except SCRAM's server-final "e=".
+                    None => !body.starts_with(b"e="),
+                };
+                if ok {
+                    tracing::debug!(user = %user, "SASL authentication completed; dedup scoped to the user");
+                    *lock(&scope) = Scope::Principal(user);
+                }
+            }
+            Ok(frame.into_raw())
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //!   responses strictly in request order.
 //! * [`rewrite`]: broker endpoints → proxy endpoints, ApiVersions clamp.
 //! * [`brokers`]: node id → upstream address and per-broker listeners.
+//! * [`sasl`]: the SASL user of a connection, to scope the dedup cache.
 //! * [`topics`]: topic id → name for Produce v13.
 //! * [`probe`]: the proxy's own Metadata probe (readiness, listeners).
 //! * [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -17,6 +18,7 @@ pub mod io;
 pub mod listener;
 pub mod probe;
 pub mod rewrite;
+pub mod sasl;
 pub mod topics;
 
 use std::net::SocketAddr;
