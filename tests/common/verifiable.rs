@@ -2515,7 +2515,7 @@ pub async fn connection_limit(limit: usize, beyond: usize) -> Value {
 /// cost. Returns the report (bytes per entry included).
 pub fn cache_memory(keys: usize, capacity: usize) -> Value {
     use kafka_dedup_proxy::dedup::cache::{
-        BatchId, Committed, DedupCache, Lookup, ProducerPartition, TopicKey,
+        BatchId, Committed, DedupCache, Lookup, ProducerPartition, Scope, TopicKey,
     };
     let t0 = Instant::now();
     let handle = kafka_dedup_proxy::metrics::install_recorder();
@@ -2533,6 +2533,7 @@ pub fn cache_memory(keys: usize, capacity: usize) -> Value {
     let mut peak_len = 0;
     for k in 0..keys {
         let key = ProducerPartition {
+            scope: Scope::Anonymous,
             producer_id: 1_000_000 + (k / 10) as i64,
             topic: TopicKey::Name(Arc::clone(&topics[k % topics.len()])),
             partition: (k % 10) as i32,
