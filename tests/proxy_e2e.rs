@@ -43,8 +43,12 @@ async fn every_broker_address_a_client_sees_is_a_proxy_address() {
     // listener and on every broker listener.
     let mut listeners = vec![p.bootstrap.clone()];
     listeners.extend((1..=3).map(|id| p.broker_addr(id)));
+    let metadata_max = advertised_max(&p.bootstrap, 3).await;
     for addr in &listeners {
-        for v in [1i16, 4, 8, 9, 12, 13] {
+        for v in [1i16, 4, 8, 9, 12, 13]
+            .into_iter()
+            .filter(|v| *v <= metadata_max)
+        {
             let mut conn = RawConn::connect(addr).await;
             let resp = conn
                 .call(v, &MetadataRequest::default().with_topics(None))
@@ -79,7 +83,11 @@ async fn every_broker_address_a_client_sees_is_a_proxy_address() {
             &format!("FindCoordinator v{v}"),
         );
     }
-    for v in [4i16, 5, 6] {
+    let find_coordinator_max = advertised_max(&p.bootstrap, 10).await;
+    for v in [4i16, 5, 6]
+        .into_iter()
+        .filter(|v| *v <= find_coordinator_max)
+    {
         let req = FindCoordinatorRequest::default()
             .with_key_type(0)
             .with_coordinator_keys(vec![
@@ -102,7 +110,11 @@ async fn every_broker_address_a_client_sees_is_a_proxy_address() {
     }
 
     // DescribeCluster v0-v2.
-    for v in [0i16, 1, 2] {
+    let describe_cluster_max = advertised_max(&p.bootstrap, 60).await;
+    for v in [0i16, 1, 2]
+        .into_iter()
+        .filter(|v| *v <= describe_cluster_max)
+    {
         let resp = conn.call(v, &DescribeClusterRequest::default()).await;
         assert_eq!(resp.error_code, 0);
         assert_eq!(resp.brokers.len(), 3);
@@ -503,7 +515,15 @@ async fn produce_to_a_follower_names_the_new_leader_by_its_proxy_address() {
                 ]),
         ]);
     let mut conn = RawConn::connect(&p.broker_addr(follower)).await;
-    for v in [10i16, 11, 12] {
+    let produce_max = advertised_max(&p.bootstrap, 0).await;
+    for v in [10i16, 11, 12, 13]
+        .into_iter()
+        .filter(|v| *v <= produce_max)
+    {
+        if v >= 13 {
+            // v13 names topics by id; covered by the Java client's traffic.
+            continue;
+        }
         let resp = conn.call(v, &req).await;
         let part = &resp.responses[0].partition_responses[0];
         assert_eq!(part.error_code, 6, "NOT_LEADER_OR_FOLLOWER from a follower");

@@ -276,6 +276,19 @@ impl RawConn {
     }
 }
 
+/// The max version the proxy advertises for `api_key` (ApiVersions v2
+/// through `addr`), so tests only use versions the cluster speaks.
+pub async fn advertised_max(addr: &str, api_key: i16) -> i16 {
+    let mut conn = RawConn::connect(addr).await;
+    let resp = conn
+        .call(2, &kafka_protocol::messages::ApiVersionsRequest::default())
+        .await;
+    resp.api_keys
+        .iter()
+        .find(|a| a.api_key == api_key)
+        .map_or(-1, |a| a.max_version)
+}
+
 /// Fetches a URL from the proxy's HTTP server: (status, body).
 pub async fn http_get(url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
