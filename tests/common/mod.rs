@@ -167,7 +167,7 @@ pub async fn start_proxy_to(upstream: &str, extra: &[&str]) -> TestProxy {
     let handle = kafka_dedup_proxy::metrics::install_recorder();
     let proxy = Proxy::start(config, Some(handle))
         .await
-        .expect("proxy starts");
+        .unwrap_or_else(|e| panic!("proxy starts on port block {base}: {e}"));
     TestProxy {
         bootstrap: proxy.bootstrap_addr().to_string(),
         proxy,
