@@ -33,7 +33,7 @@ async fn an_older_epoch_is_fenced_by_the_broker_never_answered_from_the_cache() 
 async fn verifiable_producer_through_resets_and_lost_responses_loses_and_duplicates_nothing() {
     let _g = cluster_lock().write().await;
     let v = verifiable::network_faults(
-        4000,
+        3000,
         400,
         NetworkFaults {
             resets: 2,
@@ -49,14 +49,14 @@ async fn verifiable_producer_through_resets_and_lost_responses_loses_and_duplica
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verifiable_producer_through_a_proxy_sigterm_restart_loses_and_duplicates_nothing() {
     let _g = cluster_lock().write().await;
-    let v = verifiable::proxy_restarts(4000, 400, &[Restart::Term]).await;
+    let v = verifiable::proxy_restarts(3000, 400, &[Restart::Term]).await;
     assert!(v.is_clean(), "{v:?}");
 }
 
 #[test]
 fn dedup_cache_holds_its_bound_and_counts_evictions() {
     // in memory only: no cluster
-    verifiable::cache_memory(100_000, 20_000);
+    verifiable::cache_memory(50_000, 12_800);
 }
 
 /// BUG (src/proxy/connection.rs, `upstream_reader`): a request the proxy

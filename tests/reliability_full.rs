@@ -23,7 +23,7 @@ use std::time::Duration;
 #[ignore = "reliability suite: scripts/reliability"]
 async fn leader_killed_twice_mid_stream_and_restarted() {
     let _g = cluster_lock().write().await;
-    let v = verifiable::leader_kill(24_000, 400, 2).await;
+    let v = verifiable::leader_kill(16_000, 400, 2).await;
     assert!(v.is_clean(), "{v:?}");
 }
 
