@@ -21,11 +21,11 @@ fuzz_target!(|data: &[u8]| {
     };
     for topic in &request.topics {
         for partition in &topic.partitions {
-            if let Some(records) = &partition.records {
-                if let Ok(h) = parse_single_batch(records) {
-                    assert_eq!(h.total_size(), records.len());
-                    let _ = h.last_sequence();
-                }
+            if let Some(records) = &partition.records
+                && let Ok(h) = parse_single_batch(records)
+            {
+                assert_eq!(h.total_size(), records.len());
+                let _ = h.last_sequence();
             }
         }
     }

@@ -54,12 +54,11 @@ fuzz_target!(|data: &[u8]| {
             let v = 3 + version % 11;
             let parsed = round_trip!(body, v, parse_produce_response, encode_produce_response);
             if let Some(raw) = parsed.and_then(|r| r.tagged_fields.get(NODE_ENDPOINTS_TAG).cloned())
+                && let Ok(endpoints) = parse_node_endpoints(&raw)
             {
-                if let Ok(endpoints) = parse_node_endpoints(&raw) {
-                    let encoded = encode_node_endpoints(&endpoints);
-                    assert!(encoded.len() <= raw.len());
-                    assert_eq!(parse_node_endpoints(&encoded), Ok(endpoints));
-                }
+                let encoded = encode_node_endpoints(&endpoints);
+                assert!(encoded.len() <= raw.len());
+                assert_eq!(parse_node_endpoints(&encoded), Ok(endpoints));
             }
         }
         1 => {
