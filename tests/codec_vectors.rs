@@ -270,7 +270,7 @@ fn batches(r: &pr::ProduceRequest) -> Vec<rb::RecordBatchHeader> {
         .collect()
 }
 
-fn responses<'a>(all: &'a [Vector], api_key: i16) -> Vec<&'a Vector> {
+fn responses(all: &[Vector], api_key: i16) -> Vec<&Vector> {
     let out: Vec<_> = all
         .iter()
         .filter(|v| v.api_key == api_key && v.kind == Kind::Response && v.implemented())

@@ -7,6 +7,8 @@ pub const FETCH: i16 = 1;
 pub const METADATA: i16 = 3;
 pub const FIND_COORDINATOR: i16 = 10;
 pub const SASL_HANDSHAKE: i16 = 17;
+pub const INIT_PRODUCER_ID: i16 = 22;
+pub const END_TXN: i16 = 26;
 pub const API_VERSIONS: i16 = 18;
 pub const SASL_AUTHENTICATE: i16 = 36;
 pub const DESCRIBE_QUORUM: i16 = 55;
@@ -130,6 +132,8 @@ pub fn first_flexible_version(api_key: i16) -> Option<i16> {
         SASL_HANDSHAKE => Some(i16::MAX),
         API_VERSIONS => Some(3),
         SASL_AUTHENTICATE => Some(2),
+        INIT_PRODUCER_ID => Some(2),
+        END_TXN => Some(3),
         DESCRIBE_QUORUM => Some(0),
         DESCRIBE_CLUSTER => Some(0),
         _ => None,

@@ -21,6 +21,7 @@ pub mod header;
 pub mod metadata;
 pub mod primitives;
 pub mod produce;
+pub mod producer_epoch;
 pub mod record_batch;
 
 pub use error::CodecError;

@@ -129,6 +129,11 @@ pub enum Lookup {
 
 pub struct DedupCache {
     shards: Box<[Mutex<Shard>]>,
+    /// Lowest epoch still valid per producer id, from the epochs the
+    /// transaction coordinator handed out (InitProducerId, EndTxn v5+):
+    /// a batch of an older epoch is fenced even on partitions the new
+    /// epoch has not written to yet, so it always goes to the broker.
+    fenced: Box<[Mutex<std::collections::HashMap<i64, i16, RandomState>>]>,
     hasher: RandomState,
     window: usize,
     shard_capacity: usize,
@@ -161,8 +166,12 @@ impl DedupCache {
             })
             .collect();
         metrics::gauge!(m::DEDUP_CACHE_CAPACITY).set(max_producer_partitions as f64);
+        let fenced = (0..SHARDS)
+            .map(|_| Mutex::new(std::collections::HashMap::with_hasher(RandomState::new())))
+            .collect();
         Arc::new(DedupCache {
             shards,
+            fenced,
             hasher: RandomState::new(),
             window: window.max(1),
             shard_capacity: max_producer_partitions.div_ceil(SHARDS).max(1),
@@ -194,8 +203,36 @@ impl DedupCache {
         self.shards[idx].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn fenced_shard(
+        &self,
+        producer_id: i64,
+    ) -> MutexGuard<'_, std::collections::HashMap<i64, i16, RandomState>> {
+        let idx = (producer_id.unsigned_abs() as usize) % SHARDS;
+        self.fenced[idx].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the coordinator handed out `epoch` for `producer_id`:
+    /// older epochs of that producer are never answered from the cache.
+    /// Bounded like the cache itself; a full shard forgets its oldest
+    /// knowledge wholesale (the broker still fences what we forget).
+    pub fn fence(&self, producer_id: i64, epoch: i16) {
+        let mut shard = self.fenced_shard(producer_id);
+        if shard.len() >= self.shard_capacity && !shard.contains_key(&producer_id) {
+            shard.clear();
+        }
+        let e = shard.entry(producer_id).or_insert(epoch);
+        *e = (*e).max(epoch);
+    }
+
     /// Looks a batch up and, when it is new, records it as in flight.
     pub fn begin(self: &Arc<Self>, key: ProducerPartition, batch: BatchId) -> Lookup {
+        if self
+            .fenced_shard(key.producer_id)
+            .get(&key.producer_id)
+            .is_some_and(|min| batch.epoch < *min)
+        {
+            return Lookup::Forward;
+        }
         let now = self.now();
         let mut shard = self.shard(&key);
         if !shard.map.contains_key(&key) {
@@ -465,6 +502,29 @@ mod tests {
         let mut other = key(1, 0);
         other.scope = Scope::Principal(Arc::from("mallory"));
         assert!(matches!(c.begin(other, id(0, 0, 9, 7)), Lookup::Fresh(_)));
+    }
+
+    #[test]
+    fn a_fenced_epoch_is_never_answered_even_where_the_new_epoch_has_not_written() {
+        let c = cache();
+        let Lookup::Fresh(g) = c.begin(key(1, 0), id(0, 0, 9, 7)) else {
+            panic!()
+        };
+        g.commit(committed(42));
+        c.fence(1, 1);
+        assert!(matches!(
+            c.begin(key(1, 0), id(0, 0, 9, 7)),
+            Lookup::Forward
+        ));
+        assert!(matches!(
+            c.begin(key(1, 1), id(1, 0, 0, 7)),
+            Lookup::Fresh(_)
+        ));
+        c.fence(1, 0);
+        assert!(
+            matches!(c.begin(key(1, 0), id(0, 0, 9, 7)), Lookup::Forward),
+            "fences only rise"
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crate::codec::produce::{
     self, NODE_ENDPOINTS_TAG, ProduceRequest, ProduceResponse, encode_node_endpoints,
     parse_node_endpoints,
 };
-use crate::codec::{CodecError, describe_cluster, find_coordinator, metadata};
+use crate::codec::{CodecError, describe_cluster, find_coordinator, metadata, producer_epoch};
 use crate::config::DedupMode;
 use crate::dedup::cache::Scope;
 use crate::dedup::produce::{
@@ -83,6 +83,11 @@ enum Post {
         version: i16,
     },
     Produce(Box<ProducePost>),
+    /// InitProducerId or EndTxn (v5+): the epoch handed out fences older ones.
+    ProducerEpoch {
+        api_key: i16,
+        version: i16,
+    },
     /// A SASL round; when `adopt` is set, this round completes the exchange
     /// and a success makes `adopt` the connection's dedup scope.
     Sasl {
@@ -237,6 +242,7 @@ async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Sh
         pending_rx,
         Arc::clone(&shared),
         closing.clone(),
+        peer,
     ));
 
     let mut conn = Conn {
@@ -390,6 +396,14 @@ async fn handle_request(conn: &mut Conn, frame: Frame) -> Result<(), Close> {
             .await
         }
         api::PRODUCE => handle_produce(conn, frame, version, correlation_id).await,
+        api::INIT_PRODUCER_ID => {
+            let post = Post::ProducerEpoch { api_key, version };
+            forward(conn, frame.into_raw(), corr, api_key, post).await
+        }
+        api::END_TXN if version >= producer_epoch::END_TXN_FIRST_WITH_EPOCH => {
+            let post = Post::ProducerEpoch { api_key, version };
+            forward(conn, frame.into_raw(), corr, api_key, post).await
+        }
         api::SASL_HANDSHAKE if version == 0 => {
             let tokens = sasl_v0_tokens(&body);
             let Some(tokens) = tokens else {
@@ -793,6 +807,7 @@ async fn upstream_reader(
     mut pending: mpsc::UnboundedReceiver<Pending>,
     shared: Arc<Shared>,
     closing: CancellationToken,
+    peer: SocketAddr,
 ) {
     loop {
         let (p, early) = tokio::select! {
@@ -815,7 +830,7 @@ async fn upstream_reader(
                     match r {
                         Ok(Some(_)) => tracing::error!("broker sent a response nobody asked for; closing"),
                         Ok(None) => tracing::debug!("broker closed an idle connection"),
-                        Err(e) => log_frame_error("upstream", SocketAddr::from(([0, 0, 0, 0], 0)), &e),
+                        Err(e) => log_frame_error("upstream", peer, &e),
                     }
                     break;
                 }
@@ -828,11 +843,18 @@ async fn upstream_reader(
         let frame = match next {
             Ok(Some(f)) => f,
             Ok(None) => {
-                tracing::debug!("broker closed the connection");
+                // A broker closes instead of answering a request it cannot
+                // parse or does not support (SocketServer.processChannelException).
+                tracing::warn!(
+                    %peer,
+                    api = api_name(p.api_key),
+                    "broker closed the connection instead of answering; closing the client connection"
+                );
+                metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => "upstream_closed").increment(1);
                 break;
             }
             Err(e) => {
-                log_frame_error("upstream", SocketAddr::from(([0, 0, 0, 0], 0)), &e);
+                log_frame_error("upstream", peer, &e);
                 break;
             }
         };
@@ -907,6 +929,23 @@ fn post_process(post: Post, frame: Frame, shared: &Arc<Shared>) -> Reply {
             })
         }
         Post::Produce(p) => produce_response(*p, frame, shared),
+        Post::ProducerEpoch { api_key, version } => {
+            let body = frame.body();
+            let hv = response_header_version(api_key, version);
+            let handed_out = parse_response_header(&body, hv)
+                .map_err(CodecError::from)
+                .and_then(|(rest, _)| producer_epoch::parse_producer_epoch(rest, api_key, version));
+            match handed_out {
+                Ok(e) if e.error_code == 0 && e.producer_id >= 0 => {
+                    shared.cache.fence(e.producer_id, e.producer_epoch)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(api = api_name(api_key), version, error = %e, "producer epoch not readable")
+                }
+            }
+            Ok(frame.into_raw())
+        }
         Post::Sasl {
             version,
             adopt,
