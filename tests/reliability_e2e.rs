@@ -59,7 +59,7 @@ fn dedup_cache_holds_its_bound_and_counts_evictions() {
     verifiable::cache_memory(50_000, 12_800);
 }
 
-/// BUG (src/proxy/connection.rs, `upstream_reader`): a request the proxy
+/// Fixed (src/proxy/connection.rs, `upstream_reader`): a request the proxy
 /// forwards without parsing it, and that the broker rejects by closing the
 /// connection (an unknown API key, an unsupported version of a forwarded
 /// API, a malformed body), closes the client's connection with nothing in
@@ -67,7 +67,6 @@ fn dedup_cache_holds_its_bound_and_counts_evictions() {
 /// the client's address). Every other malformed input gets a WARN line
 /// naming the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a request the broker rejects by closing leaves no log line naming the client"]
 async fn requests_the_broker_rejects_by_closing_are_logged_with_the_client_address() {
     let _g = cluster_lock().read().await;
     let proxy = verifiable::ProxyProcess::start(&cluster().bootstrap, &[]).await;
@@ -87,7 +86,7 @@ async fn requests_the_broker_rejects_by_closing_are_logged_with_the_client_addre
     }
 }
 
-/// BUG (src/dedup/cache.rs, src/proxy/connection.rs): the proxy learns a
+/// Fixed (src/dedup/cache.rs, src/proxy/connection.rs): the proxy learned a
 /// producer's epoch only from the Produce batches it sees per partition.
 /// After InitProducerId bumps a transactional producer's epoch (fencing
 /// the old one and aborting its open transaction), a retry of the fenced
@@ -97,7 +96,6 @@ async fn requests_the_broker_rejects_by_closing_are_logged_with_the_client_addre
 /// InitProducerId(T) -> (P, e); AddPartitionsToTxn(T, P, e, t-0); Produce
 /// batch X (P, e, seq 0); InitProducerId(T) -> (P, e+1); Produce X again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a fenced transactional epoch is answered from the cache until the new epoch writes to the partition"]
 async fn a_fenced_transactional_epoch_is_never_answered_from_the_cache() {
     let _g = cluster_lock().write().await;
     let r = verifiable::transactional_epoch_bump().await;
