@@ -1438,10 +1438,11 @@ pub async fn leader_kill(messages: usize, throughput: usize, kills: usize) -> Ve
         producer
             .wait_acked(acked_at_kill + throughput * 3, Duration::from_secs(40))
             .await;
+        // restart-node returns once the broker port is open again (the
+        // node caught up and was unfenced)
         guard.restart().await;
         downtime.push(secs(down.elapsed()));
         killed.push(leader);
-        wait_cluster_whole().await;
     }
     let out = producer.finish(Duration::from_secs(150)).await;
     let after = http_get(&p.metrics_url("/metrics")).await.1;
@@ -1458,6 +1459,7 @@ pub async fn leader_kill(messages: usize, throughput: usize, kills: usize) -> Ve
     r["forwarded"] = json!(f1 - f0);
     r["duration_s"] = json!(secs(t0.elapsed()));
     report("leader-kill", r);
+    wait_cluster_whole().await;
     assert!(
         out.errors.is_empty(),
         "sends failed: {:?} {:?}",
@@ -2003,7 +2005,8 @@ pub enum Expect {
     /// The proxy closes the connection and says why in its log.
     Close,
     /// Forwarded untouched (the proxy does not parse it); the broker
-    /// closes the connection, and so the proxy closes the client's.
+    /// closes the connection, and so the proxy closes the client's and
+    /// logs it, naming the client.
     BrokerCloses,
     /// A well-formed answer comes back on the same connection.
     Answer,
@@ -2120,8 +2123,7 @@ pub struct CaseResult {
 impl CaseResult {
     pub fn ok(&self) -> bool {
         match self.expected {
-            Expect::Close => self.closed && self.log_line.is_some(),
-            Expect::BrokerCloses => self.closed,
+            Expect::Close | Expect::BrokerCloses => self.closed && self.log_line.is_some(),
             Expect::Answer => self.answered,
         }
     }
@@ -2430,7 +2432,7 @@ pub async fn hostile_input(idle_target: usize) -> Value {
         "the slowloris request is answered once complete"
     );
     assert!(
-        canary_result.failures.is_empty() && canary_result.ok > 100,
+        canary_result.failures.is_empty() && canary_result.ok > 20,
         "the canary kept producing: {canary_result:?}"
     );
     assert!(
