@@ -351,62 +351,21 @@ async fn handle_request(conn: &mut Conn, frame: Frame) -> Result<(), Close> {
         );
     }
     let corr = Some(correlation_id);
-    match api_key {
+    let post = match api_key {
         api::API_VERSIONS if version > api_versions::MAX_VERSION => {
-            unsupported_api_versions(conn, correlation_id).await
+            return unsupported_api_versions(conn, correlation_id).await;
         }
-        api::API_VERSIONS => {
-            forward(
-                conn,
-                frame.into_raw(),
-                corr,
-                api_key,
-                Post::ApiVersions { version },
-            )
-            .await
-        }
-        api::METADATA => {
-            forward(
-                conn,
-                frame.into_raw(),
-                corr,
-                api_key,
-                Post::Metadata { version },
-            )
-            .await
-        }
-        api::FIND_COORDINATOR => {
-            forward(
-                conn,
-                frame.into_raw(),
-                corr,
-                api_key,
-                Post::FindCoordinator { version },
-            )
-            .await
-        }
-        api::DESCRIBE_CLUSTER => {
-            forward(
-                conn,
-                frame.into_raw(),
-                corr,
-                api_key,
-                Post::DescribeCluster { version },
-            )
-            .await
-        }
-        api::PRODUCE => handle_produce(conn, frame, version, correlation_id).await,
-        api::INIT_PRODUCER_ID => {
-            let post = Post::ProducerEpoch { api_key, version };
-            forward(conn, frame.into_raw(), corr, api_key, post).await
-        }
+        api::API_VERSIONS => Post::ApiVersions { version },
+        api::METADATA => Post::Metadata { version },
+        api::FIND_COORDINATOR => Post::FindCoordinator { version },
+        api::DESCRIBE_CLUSTER => Post::DescribeCluster { version },
+        api::PRODUCE => return handle_produce(conn, frame, version, correlation_id).await,
+        api::INIT_PRODUCER_ID => Post::ProducerEpoch { api_key, version },
         api::END_TXN if version >= producer_epoch::END_TXN_FIRST_WITH_EPOCH => {
-            let post = Post::ProducerEpoch { api_key, version };
-            forward(conn, frame.into_raw(), corr, api_key, post).await
+            Post::ProducerEpoch { api_key, version }
         }
         api::SASL_HANDSHAKE if version == 0 => {
-            let tokens = sasl_v0_tokens(&body);
-            let Some(tokens) = tokens else {
+            let Some(tokens) = sasl_v0_tokens(&body) else {
                 return close_for(
                     conn,
                     "SaslHandshake v0 with a mechanism the proxy cannot relay",
@@ -417,24 +376,24 @@ async fn handle_request(conn: &mut Conn, frame: Frame) -> Result<(), Close> {
             conn.sasl_started(sasl::handshake_mechanism(&body).unwrap_or_default());
             forward(conn, frame.into_raw(), corr, api_key, Post::Raw).await?;
             conn.sasl_tokens = tokens;
-            Ok(())
+            return Ok(());
         }
         api::SASL_HANDSHAKE => {
             conn.sasl_started(sasl::handshake_mechanism(&body).unwrap_or_default());
-            forward(conn, frame.into_raw(), corr, api_key, Post::Raw).await
+            Post::Raw
         }
         api::SASL_AUTHENTICATE => {
             let token = sasl::authenticate_token(&body);
             let adopt = conn.sasl_round(token.as_deref());
-            let post = Post::Sasl {
+            Post::Sasl {
                 version: Some(version),
                 adopt,
                 scope: Arc::clone(&conn.scope),
-            };
-            forward(conn, frame.into_raw(), corr, api_key, post).await
+            }
         }
-        _ => forward(conn, frame.into_raw(), corr, api_key, Post::Raw).await,
-    }
+        _ => Post::Raw,
+    };
+    forward(conn, frame.into_raw(), corr, api_key, post).await
 }
 
 /// How many opaque token round trips follow a SaslHandshake v0 for its
