@@ -25,6 +25,7 @@ use kafka_dedup_proxy::codec::header;
 use kafka_dedup_proxy::codec::metadata as md;
 use kafka_dedup_proxy::codec::primitives::TaggedFields;
 use kafka_dedup_proxy::codec::produce as pr;
+use kafka_dedup_proxy::codec::producer_epoch::parse_producer_epoch;
 use kafka_dedup_proxy::codec::record_batch::{self as rb, SimpleRecord, encode_record_batch};
 
 // ---------------------------------------------------------------------------
@@ -763,6 +764,65 @@ fn librdkafka_idempotent_producer_sends_acks_all_batches_with_a_producer_id_and_
             assert!(!h.is_transactional());
         }
     }
+}
+
+#[test]
+fn batches_carry_the_producer_id_and_epoch_the_coordinator_handed_out() {
+    let all = load();
+    let mut checked = 0;
+    for source in [
+        "java-idempotent-producer",
+        "java-transactional-producer",
+        "java-3.9.2-idempotent-producer",
+        "java-3.9.2-transactional-producer",
+        "kcat-idempotent-producer",
+    ] {
+        let mut handed_out = Vec::new();
+        let mut init_answered = false;
+        for v in of_source(&all, source).into_iter().filter(|v| {
+            v.kind == Kind::Response
+                && (v.api_key == api::INIT_PRODUCER_ID || v.api_key == api::END_TXN)
+        }) {
+            let Ok(e) = parse_producer_epoch(&v.message(), v.api_key, v.version) else {
+                assert_eq!(v.api_key, api::END_TXN, "{}", v.name());
+                continue;
+            };
+            // The same fields as kafka-protocol reads them.
+            let theirs = if v.api_key == api::INIT_PRODUCER_ID {
+                let r: kp::InitProducerIdResponse = kp_decode(v);
+                (r.error_code, r.producer_id.0, r.producer_epoch)
+            } else {
+                let r: kp::EndTxnResponse = kp_decode(v);
+                (r.error_code, r.producer_id.0, r.producer_epoch)
+            };
+            assert_eq!((e.error_code, e.producer_id, e.producer_epoch), theirs);
+            if e.error_code == 0 {
+                handed_out.push((e.producer_id, e.producer_epoch));
+                init_answered |= v.api_key == api::INIT_PRODUCER_ID;
+            }
+        }
+        for (v, r) in produce_requests(&all, source) {
+            for h in batches(&r) {
+                // The recorded exchanges may stop before the coordinator's
+                // successful InitProducerId answer (it is retried while the
+                // transaction log loads); EndTxn v5+ still names the id.
+                let known = if init_answered {
+                    handed_out.contains(&(h.producer_id, h.producer_epoch))
+                } else {
+                    handed_out.iter().any(|(id, _)| *id == h.producer_id)
+                };
+                assert!(
+                    known,
+                    "{}: batch of {}/{} not among {handed_out:?}",
+                    v.name(),
+                    h.producer_id,
+                    h.producer_epoch
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5);
 }
 
 #[test]
