@@ -778,7 +778,6 @@ fn batches_carry_the_producer_id_and_epoch_the_coordinator_handed_out() {
         "kcat-idempotent-producer",
     ] {
         let mut handed_out = Vec::new();
-        let mut init_answered = false;
         for v in of_source(&all, source).into_iter().filter(|v| {
             v.kind == Kind::Response
                 && (v.api_key == api::INIT_PRODUCER_ID || v.api_key == api::END_TXN)
@@ -798,21 +797,12 @@ fn batches_carry_the_producer_id_and_epoch_the_coordinator_handed_out() {
             assert_eq!((e.error_code, e.producer_id, e.producer_epoch), theirs);
             if e.error_code == 0 {
                 handed_out.push((e.producer_id, e.producer_epoch));
-                init_answered |= v.api_key == api::INIT_PRODUCER_ID;
             }
         }
         for (v, r) in produce_requests(&all, source) {
             for h in batches(&r) {
-                // The recorded exchanges may stop before the coordinator's
-                // successful InitProducerId answer (it is retried while the
-                // transaction log loads); EndTxn v5+ still names the id.
-                let known = if init_answered {
-                    handed_out.contains(&(h.producer_id, h.producer_epoch))
-                } else {
-                    handed_out.iter().any(|(id, _)| *id == h.producer_id)
-                };
                 assert!(
-                    known,
+                    handed_out.contains(&(h.producer_id, h.producer_epoch)),
                     "{}: batch of {}/{} not among {handed_out:?}",
                     v.name(),
                     h.producer_id,
