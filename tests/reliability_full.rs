@@ -21,9 +21,17 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "reliability suite: scripts/reliability"]
-async fn leader_killed_twice_mid_stream_and_restarted() {
+async fn leader_killed_mid_stream_and_restarted() {
     let _g = cluster_lock().write().await;
-    let v = verifiable::leader_kill(16_000, 400, 2).await;
+    let v = verifiable::leader_kill(16_000, 400, 1).await;
+    assert!(v.is_clean(), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reliability suite: scripts/reliability"]
+async fn leader_paused_mid_stream_then_resumed() {
+    let _g = cluster_lock().write().await;
+    let v = verifiable::leader_pause(16_000, 400, Duration::from_secs(15)).await;
     assert!(v.is_clean(), "{v:?}");
 }
 

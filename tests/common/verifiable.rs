@@ -1422,6 +1422,7 @@ pub async fn leader_kill(messages: usize, throughput: usize, kills: usize) -> Ve
         VerifiableProducer::start(&p.bootstrap, &topic, messages, throughput, &[]).await;
     let mut killed = Vec::new();
     let mut downtime = Vec::new();
+    let mut acked_at = Vec::new();
     for k in 0..kills {
         let progress = messages * (k + 1) / (kills + 2);
         assert!(
@@ -1431,6 +1432,7 @@ pub async fn leader_kill(messages: usize, throughput: usize, kills: usize) -> Ve
         );
         let leader = leader_of(&topic, 0).await;
         let acked_at_kill = producer.acked();
+        acked_at.push(acked_at_kill);
         let guard = KilledBroker::kill(leader).await;
         let down = Instant::now();
         // The partition moves once the controller fences the dead broker;
@@ -1453,12 +1455,69 @@ pub async fn leader_kill(messages: usize, throughput: usize, kills: usize) -> Ve
     r["faults"] = json!(format!("{kills} leader SIGKILL + restart"));
     r["fault_count"] = json!(kills);
     r["killed_nodes"] = json!(killed);
+    r["acked_at_kill"] = json!(acked_at);
     r["broker_down_s"] = json!(downtime);
     r["send_errors"] = json!(out.errors.len());
     r["answered_by_proxy"] = json!(a1 - a0);
     r["forwarded"] = json!(f1 - f0);
     r["duration_s"] = json!(secs(t0.elapsed()));
     report("leader-kill", r);
+    wait_cluster_whole().await;
+    assert!(
+        out.errors.is_empty(),
+        "sends failed: {:?} {:?}",
+        out.errors,
+        out.stderr_tail
+    );
+    assert_eq!(out.acked.len(), messages, "every record acknowledged");
+    verdict
+}
+
+/// Scenario 1b: the leader of partition 0 is paused (SIGSTOP) mid-stream
+/// for `pause`, long enough for the controller to fence it and move the
+/// partition, then resumed: a zombie leader with requests still in its
+/// socket buffers.
+pub async fn leader_pause(messages: usize, throughput: usize, pause: Duration) -> Verdict {
+    let t0 = Instant::now();
+    let topic = unique("rel-leader-pause");
+    create_replicated_topic(&topic, 3).await;
+    let p = super::start_proxy(&[]).await;
+    let before = http_get(&p.metrics_url("/metrics")).await.1;
+    let mut producer =
+        VerifiableProducer::start(&p.bootstrap, &topic, messages, throughput, &[]).await;
+    assert!(
+        producer
+            .wait_acked(messages / 3, Duration::from_secs(60))
+            .await,
+        "producer stalled before the pause: {} acked",
+        producer.acked()
+    );
+    let leader = leader_of(&topic, 0).await;
+    let acked_at_pause = producer.acked();
+    {
+        let _paused = PausedBroker::pause(leader).await;
+        tokio::time::sleep(pause).await;
+    }
+    let acked_at_resume = producer.acked();
+    let out = producer.finish(Duration::from_secs(150)).await;
+    let after = http_get(&p.metrics_url("/metrics")).await.1;
+    let (a1, f1) = produce_metrics(&after).await;
+    let (a0, f0) = produce_metrics(&before).await;
+    let verdict = verify_delivery(&p.bootstrap, &topic, &out.acked).await;
+    let mut r = verdict.json();
+    r["faults"] = json!(format!(
+        "leader SIGSTOP for {} s, then SIGCONT",
+        pause.as_secs()
+    ));
+    r["fault_count"] = json!(1);
+    r["paused_node"] = json!(leader);
+    r["acked_at_pause"] = json!(acked_at_pause);
+    r["acked_at_resume"] = json!(acked_at_resume);
+    r["send_errors"] = json!(out.errors.len());
+    r["answered_by_proxy"] = json!(a1 - a0);
+    r["forwarded"] = json!(f1 - f0);
+    r["duration_s"] = json!(secs(t0.elapsed()));
+    report("leader-pause", r);
     wait_cluster_whole().await;
     assert!(
         out.errors.is_empty(),
