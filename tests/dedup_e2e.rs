@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use kafka_dedup_proxy::codec::record_batch::{SimpleRecord, encode_record_batch};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{InitProducerIdRequest, MetadataRequest, ProduceRequest, TopicName};
@@ -34,17 +33,7 @@ async fn init_producer_id(conn: &mut RawConn) -> (i64, i16) {
 }
 
 fn batch(pid: i64, epoch: i16, seq: i32, n: usize, tag: &str) -> Bytes {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let records: Vec<_> = (0..n)
-        .map(|i| SimpleRecord {
-            key: None,
-            value: Some(Bytes::from(format!("{tag}-{}", seq as usize + i))),
-        })
-        .collect();
-    encode_record_batch(pid, epoch, seq, now, 0, &records)
+    verifiable::batch(pid, epoch, seq, n, tag, false)
 }
 
 fn produce(acks: i16, topic: &str, parts: &[(i32, Bytes)]) -> ProduceRequest {
