@@ -123,6 +123,15 @@ pub fn parse_record_batch_header(i: &[u8]) -> PResult<'_, RecordBatchHeader> {
 /// Parses a records field that must hold exactly one v2 batch (Produce v3+,
 /// "exactly one record batch per partition"), verifying its CRC-32C.
 pub fn parse_single_batch(records: &[u8]) -> Result<RecordBatchHeader, CodecError> {
+    let h = parse_single_batch_header(records)?;
+    verify_crc(records, &h)?;
+    Ok(h)
+}
+
+/// The header of a records field that holds exactly one v2 batch, without
+/// the CRC check: the size is checked, the records are not read. For a
+/// batch on its way to the broker, which verifies the CRC itself.
+pub fn parse_single_batch_header(records: &[u8]) -> Result<RecordBatchHeader, CodecError> {
     let (_, h) = parse_record_batch_header(records)?;
     let total = h.total_size();
     if total != records.len() {
@@ -132,14 +141,21 @@ pub fn parse_single_batch(records: &[u8]) -> Result<RecordBatchHeader, CodecErro
             CodecError::TrailingBytes(records.len() - total)
         });
     }
-    let actual = crc32c::crc32c(&records[ATTRIBUTES_OFFSET..total]);
+    Ok(h)
+}
+
+/// Checks the CRC-32C of a batch whose header `h` was parsed from `records`
+/// (by [`parse_single_batch_header`], so the size is known to match).
+pub fn verify_crc(records: &[u8], h: &RecordBatchHeader) -> Result<(), CodecError> {
+    let end = h.total_size().min(records.len());
+    let actual = crc32c::crc32c(records.get(ATTRIBUTES_OFFSET..end).unwrap_or_default());
     if actual != h.crc {
         return Err(CodecError::CrcMismatch {
             expected: h.crc,
             actual,
         });
     }
-    Ok(h)
+    Ok(())
 }
 
 /// One record of a batch being built (tests, tools and benchmarks build

@@ -13,7 +13,7 @@ use crate::codec::produce::{
     PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceData,
     TopicProduceResponse, TopicRef,
 };
-use crate::codec::record_batch::{NO_PRODUCER_ID, parse_single_batch};
+use crate::codec::record_batch::{NO_PRODUCER_ID, parse_single_batch_header, verify_crc};
 use crate::config::DedupMode;
 use crate::metrics::{self as m, outcome};
 use tokio::sync::oneshot;
@@ -95,7 +95,10 @@ pub fn classify_partition(
     let Some(records) = records else {
         return uncacheable();
     };
-    let header = match parse_single_batch(records) {
+    // The CRC is checked only when the proxy would answer or wait in the
+    // broker's place (below): a batch that goes to the broker is checked
+    // there, and only a batch the broker accepted is ever committed.
+    let header = match parse_single_batch_header(records) {
         Ok(h) => h,
         Err(e) => {
             tracing::debug!(error = %e, "produce batch not parsable for dedup; forwarding");
@@ -117,7 +120,19 @@ pub fn classify_partition(
         last_sequence: header.last_sequence(),
         crc: header.crc,
     };
-    match (cache.begin(key, id), mode) {
+    let lookup = match cache.begin(key, id) {
+        l @ (Lookup::Duplicate(_) | Lookup::Wait(_)) => match verify_crc(records, &header) {
+            Ok(()) => l,
+            Err(e) => {
+                // Never answered from the cache: the broker tells the
+                // client what is wrong with it (CORRUPT_MESSAGE).
+                tracing::debug!(error = %e, "retried batch fails its CRC; forwarding");
+                return uncacheable();
+            }
+        },
+        l => l,
+    };
+    match (lookup, mode) {
         (Lookup::Fresh(g), _) => {
             metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::FORWARDED)
                 .increment(1);
@@ -448,15 +463,67 @@ mod tests {
         assert!(merge_response(&req, &plan, Some(&broker_ok(&[(0, 1)]))).is_err());
     }
 
+    fn flip_last_byte(b: &Bytes) -> Bytes {
+        let mut v = b.to_vec();
+        let n = v.len() - 1;
+        v[n] ^= 1;
+        Bytes::from(v)
+    }
+
     #[test]
-    fn corrupt_batch_is_forwarded_without_an_entry() {
+    fn corrupt_fresh_batch_goes_to_the_broker_and_is_not_kept() {
         let c = cache();
-        let mut b = batch(7, 0, 3).to_vec();
-        let n = b.len() - 1;
-        b[n] ^= 1;
-        let req = request(-1, &[(0, Bytes::from(b))]);
-        let plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
+        let good = batch(7, 0, 3);
+        let req = request(-1, &[(0, flip_last_byte(&good))]);
+        let mut plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
+        assert!(matches!(plan[0][0], Action::Forward(Some(_))));
+        // The broker checks the CRC and answers CORRUPT_MESSAGE (2).
+        let mut resp = broker_ok(&[(0, -1)]);
+        resp.responses[0].partitions[0].error_code = 2;
+        resolve_guards(&req, &mut plan, Some(&resp));
+        // Nothing of it was kept: the intact batch is fresh.
+        let again = classify(
+            &request(-1, &[(0, good)]),
+            &c,
+            DedupMode::On,
+            &Scope::Anonymous,
+            key,
+        );
+        assert!(matches!(again[0][0], Action::Forward(Some(_))));
+    }
+
+    #[test]
+    fn corrupt_retry_of_a_committed_batch_is_never_answered_from_the_cache() {
+        let c = cache();
+        let good = batch(7, 0, 3);
+        let req = request(-1, &[(0, good.clone())]);
+        let mut plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
+        resolve_guards(&req, &mut plan, Some(&broker_ok(&[(0, 40)])));
+        // Same header (declared CRC included), damaged records.
+        let bad = request(-1, &[(0, flip_last_byte(&good))]);
+        let plan = classify(&bad, &c, DedupMode::On, &Scope::Anonymous, key);
         assert!(matches!(plan[0][0], Action::Forward(None)));
-        assert!(c.is_empty());
+        // The intact retry still is.
+        let plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
+        assert!(matches!(
+            plan[0][0],
+            Action::Synthetic(Committed {
+                base_offset: 40,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn corrupt_retry_of_an_in_flight_batch_does_not_wait_for_it() {
+        let c = cache();
+        let good = batch(7, 0, 3);
+        let req = request(-1, &[(0, good.clone())]);
+        let plan = classify(&req, &c, DedupMode::On, &Scope::Anonymous, key);
+        assert!(matches!(plan[0][0], Action::Forward(Some(_))));
+        let bad = request(-1, &[(0, flip_last_byte(&good))]);
+        let retry = classify(&bad, &c, DedupMode::On, &Scope::Anonymous, key);
+        assert!(matches!(retry[0][0], Action::Forward(None)));
+        drop(plan);
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::brokers::observe_brokers;
-use super::io::FrameReader;
+use super::io::{FrameReader, write_all_vectored};
 use super::listener::Target;
 use super::rewrite;
 use super::sasl;
@@ -543,7 +543,7 @@ async fn handle_produce(
             frame.into_raw(),
             corr,
             api::PRODUCE,
-            raw_post(Some((req, plan))),
+            raw_post(Some((without_records(req), plan))),
         )
         .await;
     }
@@ -577,6 +577,18 @@ async fn handle_produce(
         dispatch_produce(ctx, &conn.upstream).await;
         Ok(())
     }
+}
+
+/// The request as its response needs it (topics and partitions): the
+/// records, which hold the whole request frame, are let go once the frame
+/// is written to the broker, not when the answer comes back.
+fn without_records(mut req: ProduceRequest) -> ProduceRequest {
+    for t in &mut req.topics {
+        for p in &mut t.partitions {
+            p.records = None;
+        }
+    }
+    req
 }
 
 fn header_version_of(h: &crate::codec::header::RequestHeader) -> i16 {
@@ -669,7 +681,7 @@ async fn dispatch_produce(ctx: ProduceCtx, up: &mpsc::Sender<UpstreamSend>) {
         sent_at: None,
         post: Post::Produce(Box::new(ProducePost {
             version,
-            dedup: Some((req, std::mem::take(&mut plan))),
+            dedup: Some((without_records(req), std::mem::take(&mut plan))),
             merge: true,
         })),
         reply,
@@ -701,27 +713,52 @@ fn encode_produce_response_frame(
     Frame::from_body(&buf).into_raw()
 }
 
+/// Most frames gathered into one vectored write.
+const WRITE_BURST: usize = 64;
+
 async fn client_writer(
-    w: OwnedWriteHalf,
+    mut w: OwnedWriteHalf,
     mut slots: mpsc::Receiver<oneshot::Receiver<Reply>>,
     closing: CancellationToken,
 ) {
-    let mut w = BufWriter::with_capacity(64 * 1024, w);
-    while let Some(slot) = slots.recv().await {
-        let bytes = match slot.await {
-            Ok(Ok(b)) => b,
-            // The broker connection failed or no correct answer exists:
-            // close, so the client retries on a new connection.
-            _ => break,
+    let mut burst: Vec<Bytes> = Vec::with_capacity(WRITE_BURST);
+    // A slot taken from the queue whose answer is not ready yet.
+    let mut head: Option<oneshot::Receiver<Reply>> = None;
+    'outer: loop {
+        let slot = match head.take() {
+            Some(s) => s,
+            None => match slots.recv().await {
+                Some(s) => s,
+                None => break,
+            },
         };
-        if w.write_all(&bytes).await.is_err() {
-            break;
+        // The broker connection failed or no correct answer exists:
+        // close, so the client retries on a new connection.
+        let mut close = match slot.await {
+            Ok(Ok(b)) => {
+                burst.push(b);
+                false
+            }
+            _ => true,
+        };
+        // Answers already there go out in the same write, in order.
+        while !close && burst.len() < WRITE_BURST {
+            let Ok(mut next) = slots.try_recv() else {
+                break;
+            };
+            match next.try_recv() {
+                Ok(Ok(b)) => burst.push(b),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    head = Some(next);
+                    break;
+                }
+                _ => close = true,
+            }
         }
-        if slots.is_empty() && w.flush().await.is_err() {
-            break;
+        if write_all_vectored(&mut w, &mut burst).await.is_err() || close {
+            break 'outer;
         }
     }
-    let _ = w.flush().await;
     let _ = w.shutdown().await;
     closing.cancel();
 }
@@ -730,30 +767,31 @@ async fn client_writer(
 /// closes the whole connection, and answers still owed to us (which retries
 /// elsewhere may be waiting for) would be lost.
 async fn upstream_writer(
-    w: OwnedWriteHalf,
+    mut w: OwnedWriteHalf,
     mut rx: mpsc::Receiver<UpstreamSend>,
     pending: mpsc::UnboundedSender<Pending>,
-) -> BufWriter<OwnedWriteHalf> {
-    let mut w = BufWriter::with_capacity(64 * 1024, w);
+) -> OwnedWriteHalf {
+    let mut burst: Vec<Bytes> = Vec::with_capacity(WRITE_BURST);
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(UpstreamSend { bytes, pending: p }) = next.take() {
+            // Registered before its bytes go out: a response never
+            // arrives ahead of its entry.
             if let Some(mut p) = p {
                 p.sent_at = Some(Instant::now());
                 if pending.send(p).is_err() {
                     break 'outer;
                 }
             }
-            if w.write_all(&bytes).await.is_err() {
-                break 'outer;
+            burst.push(bytes);
+            if burst.len() < WRITE_BURST {
+                next = rx.try_recv().ok();
             }
-            next = rx.try_recv().ok();
         }
-        if w.flush().await.is_err() {
+        if write_all_vectored(&mut w, &mut burst).await.is_err() {
             break;
         }
     }
-    let _ = w.flush().await;
     w
 }
 

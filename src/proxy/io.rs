@@ -1,8 +1,10 @@
 //! Frame I/O on a socket half: read whole frames (size-capped), write
-//! frames with one flush per burst.
+//! bursts of frames with vectored writes (no copy into a write buffer).
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::CodecError;
 use crate::codec::frame::{Frame, FrameError, decode_frame};
@@ -51,6 +53,42 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// Most buffers handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// Writes every buffer in `bufs`, in order, with as few vectored writes as
+/// the socket allows, and empties `bufs`.
+pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bufs: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < bufs.len() {
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let mut k = 0;
+        for b in bufs[first..].iter().take(MAX_IOV) {
+            iov[k] = IoSlice::new(b);
+            k += 1;
+        }
+        let mut n = w.write_vectored(&iov[..k]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let len = bufs[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                bufs[first].advance(n);
+                n = 0;
+            }
+        }
+    }
+    bufs.clear();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +107,77 @@ mod tests {
         let io = tokio_test_io(&[&[0, 0, 0, 3, 1]]);
         let mut r = FrameReader::new(io, 100);
         assert!(r.next().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_survive_short_writes() {
+        let frames: Vec<Bytes> = (0u8..100)
+            .map(|i| Bytes::from(vec![i; 1 + usize::from(i) * 7]))
+            .collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|b| b.to_vec()).collect();
+        let mut w = ShortWriter {
+            out: Vec::new(),
+            max: 13,
+        };
+        let mut bufs = frames.clone();
+        write_all_vectored(&mut w, &mut bufs).await.unwrap();
+        assert!(bufs.is_empty());
+        assert_eq!(w.out, expected);
+    }
+
+    /// A writer that takes at most `max` bytes per (vectored) write.
+    struct ShortWriter {
+        out: Vec<u8>,
+        max: usize,
+    }
+
+    impl AsyncWrite for ShortWriter {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let mut left = self.max;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(left);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
     }
 
     /// A reader that hands out the given chunks one read at a time.
