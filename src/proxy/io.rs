@@ -3,14 +3,19 @@
 
 use std::io::IoSlice;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::CodecError;
-use crate::codec::frame::{Frame, FrameError, decode_frame};
+use crate::codec::frame::{Frame, FrameError, LENGTH_PREFIX, decode_frame};
 
 /// Reads length-prefixed frames. Incomplete input waits for more bytes; a
 /// length over the cap is an error before any of the body is buffered.
+///
+/// Small frames share one read buffer (several per `read`). A frame larger
+/// than a read chunk gets a buffer of its own as it arrives, and reads stop
+/// at its end, so its bytes are copied at most once (the part that came in
+/// with the previous read) instead of at every doubling of a shared buffer.
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
@@ -18,6 +23,10 @@ pub struct FrameReader<R> {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+/// A frame's own buffer grows ahead of its arriving bytes by at most this
+/// much, or eight times what has arrived: a length prefix alone never
+/// reserves more.
+const AHEAD: usize = 1024 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame_bytes: usize) -> Self {
@@ -34,12 +43,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(f) = decode_frame(&mut self.buf, self.max_frame_bytes)? {
                 return Ok(Some(f));
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                // Grow with what has arrived (BytesMut at least doubles),
-                // never by what a length prefix merely announces.
-                self.buf.reserve(READ_CHUNK.max(self.buf.len()));
-            }
-            let n = self.inner.read_buf(&mut self.buf).await?;
+            // decode_frame has checked the length against the cap.
+            let total = announced_total(&self.buf);
+            let n = match total {
+                Some(total) if total > READ_CHUNK => {
+                    let missing = total - self.buf.len();
+                    let want = missing.min(AHEAD.max(self.buf.len() * 8));
+                    if self.buf.capacity() - self.buf.len() < want {
+                        self.buf.reserve(want);
+                    }
+                    let mut limited = (&mut self.buf).limit(missing);
+                    self.inner.read_buf(&mut limited).await?
+                }
+                _ => {
+                    if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                        self.buf.reserve(READ_CHUNK);
+                    }
+                    self.inner.read_buf(&mut self.buf).await?
+                }
+            };
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -51,6 +73,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
         }
     }
+}
+
+/// Bytes of the frame at the start of `buf` (prefix included), once its
+/// length prefix is there.
+fn announced_total(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; LENGTH_PREFIX] = buf.get(..LENGTH_PREFIX)?.try_into().ok()?;
+    usize::try_from(i32::from_be_bytes(prefix))
+        .ok()
+        .map(|n| n + LENGTH_PREFIX)
 }
 
 /// Most buffers handed to one `writev`.
@@ -107,6 +138,76 @@ mod tests {
         let io = tokio_test_io(&[&[0, 0, 0, 3, 1]]);
         let mut r = FrameReader::new(io, 100);
         assert!(r.next().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn large_frames_between_small_ones_come_out_whole() {
+        // Small, large (several read chunks), small, huge (past AHEAD),
+        // small: every read hands out at most 10 000 bytes.
+        let sizes = [3usize, 200_000, 5, 3 * AHEAD + 17, 1];
+        let mut wire = Vec::new();
+        let mut bodies = Vec::new();
+        for (k, n) in sizes.iter().enumerate() {
+            let body: Vec<u8> = (0..*n).map(|i| (i * 31 + k) as u8).collect();
+            wire.extend_from_slice(&(*n as i32).to_be_bytes());
+            wire.extend_from_slice(&body);
+            bodies.push(body);
+        }
+        let mut r = FrameReader::new(
+            SliceReader {
+                data: wire,
+                pos: 0,
+                step: 10_000,
+            },
+            100 * 1024 * 1024,
+        );
+        for body in &bodies {
+            let f = r.next().await.unwrap().unwrap();
+            assert_eq!(f.body().len(), body.len());
+            assert!(f.body()[..] == body[..]);
+        }
+        assert!(r.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_length_prefix_alone_reserves_little() {
+        // 50 MiB announced, 8 bytes sent: the buffer stays small.
+        let mut wire = (50 * 1024 * 1024i32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&[7; 4]);
+        let mut r = FrameReader::new(
+            SliceReader {
+                data: wire,
+                pos: 0,
+                step: 1 << 20,
+            },
+            100 * 1024 * 1024,
+        );
+        assert!(r.next().await.is_err());
+        assert!(r.buf.capacity() <= AHEAD + READ_CHUNK);
+    }
+
+    /// A reader over bytes that hands out at most `step` per read and never
+    /// more than the buffer has room for.
+    struct SliceReader {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for SliceReader {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = (self.data.len() - self.pos)
+                .min(self.step)
+                .min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.data[start..start + n]);
+            self.pos += n;
+            std::task::Poll::Ready(Ok(()))
+        }
     }
 
     #[tokio::test]
