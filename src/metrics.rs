@@ -1,7 +1,11 @@
 //! Metric names, described once with their units. Labels stay bounded:
 //! API names come from a fixed table, outcomes and kinds are enums.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use std::sync::OnceLock;
+
+use metrics::{Counter, Histogram, Unit, describe_counter, describe_gauge, describe_histogram};
+
+use crate::codec::api::api_name;
 
 pub const CONNECTIONS_ACTIVE: &str = "kdp_connections_active";
 pub const CONNECTIONS_TOTAL: &str = "kdp_connections_total";
@@ -29,6 +33,14 @@ pub mod outcome {
     pub const UNCACHEABLE: &str = "uncacheable";
     /// A duplicate seen in observe mode (forwarded anyway).
     pub const OBSERVED_DUPLICATE: &str = "observed_duplicate";
+
+    pub const ALL: [&str; 5] = [
+        FORWARDED,
+        DUPLICATE,
+        COALESCED,
+        UNCACHEABLE,
+        OBSERVED_DUPLICATE,
+    ];
 }
 
 /// Registers descriptions (HELP lines) once at start-up.
@@ -122,7 +134,86 @@ pub fn install_recorder() -> metrics_exporter_prometheus::PrometheusHandle {
             // keeps the first: the handle still renders what is recorded.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            let _ = HOT.set(Hot::default());
             handle
         })
         .clone()
+}
+
+/// Handles of the series the request path touches per request or per
+/// batch, registered once on first use instead of looked up by name and
+/// labels every time. They exist only once a recorder is installed
+/// ([`install_recorder`]): a handle taken earlier would stay a no-op.
+struct Hot {
+    requests: [OnceLock<Counter>; HOT_API_KEYS],
+    upstream_duration: [OnceLock<Histogram>; HOT_API_KEYS],
+    produce_batches: [OnceLock<Counter>; outcome::ALL.len()],
+    bytes_saved: OnceLock<Counter>,
+}
+
+impl Default for Hot {
+    fn default() -> Self {
+        Hot {
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            upstream_duration: std::array::from_fn(|_| OnceLock::new()),
+            produce_batches: Default::default(),
+            bytes_saved: OnceLock::new(),
+        }
+    }
+}
+
+/// API keys with cached handles (all Kafka APIs today are below).
+const HOT_API_KEYS: usize = 128;
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+fn hot_api<T: Clone>(
+    cells: impl FnOnce(&Hot) -> &[OnceLock<T>; HOT_API_KEYS],
+    api_key: i16,
+    make: impl FnOnce() -> T,
+) -> T {
+    match (HOT.get(), usize::try_from(api_key)) {
+        (Some(h), Ok(k)) if k < HOT_API_KEYS => cells(h)[k].get_or_init(make).clone(),
+        _ => make(),
+    }
+}
+
+/// `kdp_requests_total{api}` + 1.
+pub fn count_request(api_key: i16) {
+    hot_api(
+        |h| &h.requests,
+        api_key,
+        || metrics::counter!(REQUESTS_TOTAL, "api" => api_name(api_key)),
+    )
+    .increment(1);
+}
+
+/// One `kdp_upstream_request_duration_seconds{api}` observation.
+pub fn record_upstream_duration(api_key: i16, seconds: f64) {
+    hot_api(
+        |h| &h.upstream_duration,
+        api_key,
+        || metrics::histogram!(UPSTREAM_REQUEST_DURATION_SECONDS, "api" => api_name(api_key)),
+    )
+    .record(seconds);
+}
+
+/// `kdp_produce_batches_total{outcome}` + 1; `outcome` is one of
+/// [`outcome::ALL`].
+pub fn count_batch(outcome_label: &'static str) {
+    let make = || metrics::counter!(PRODUCE_BATCHES_TOTAL, "outcome" => outcome_label);
+    let idx = outcome::ALL.iter().position(|o| *o == outcome_label);
+    match (HOT.get(), idx) {
+        (Some(h), Some(i)) => h.produce_batches[i].get_or_init(make).increment(1),
+        _ => make().increment(1),
+    }
+}
+
+/// `kdp_dedup_bytes_saved_total` + `n`.
+pub fn count_bytes_saved(n: u64) {
+    let make = || metrics::counter!(DEDUP_BYTES_SAVED_TOTAL);
+    match HOT.get() {
+        Some(h) => h.bytes_saved.get_or_init(make).increment(n),
+        None => make().increment(n),
+    }
 }

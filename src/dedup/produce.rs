@@ -84,7 +84,7 @@ pub fn classify_partition(
         return Action::Forward(None);
     }
     let uncacheable = || {
-        metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::UNCACHEABLE).increment(1);
+        m::count_batch(outcome::UNCACHEABLE);
         Action::Forward(None)
     };
     // acks=1 batches can be lost on leader failover, and the client's
@@ -134,24 +134,20 @@ pub fn classify_partition(
     };
     match (lookup, mode) {
         (Lookup::Fresh(g), _) => {
-            metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::FORWARDED)
-                .increment(1);
+            m::count_batch(outcome::FORWARDED);
             Action::Forward(Some(g))
         }
         (Lookup::Forward, _) => {
-            metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::FORWARDED)
-                .increment(1);
+            m::count_batch(outcome::FORWARDED);
             Action::Forward(None)
         }
         (Lookup::Duplicate(_) | Lookup::Wait(_), DedupMode::Observe) => {
-            metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::OBSERVED_DUPLICATE)
-                .increment(1);
+            m::count_batch(outcome::OBSERVED_DUPLICATE);
             Action::Forward(None)
         }
         (Lookup::Duplicate(c), _) => {
-            metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::DUPLICATE)
-                .increment(1);
-            metrics::counter!(m::DEDUP_BYTES_SAVED_TOTAL).increment(records.len() as u64);
+            m::count_batch(outcome::DUPLICATE);
+            m::count_bytes_saved(records.len() as u64);
             Action::Synthetic(c)
         }
         (Lookup::Wait(rx), _) => Action::Wait(rx),

@@ -334,7 +334,7 @@ async fn handle_request(conn: &mut Conn, frame: Frame) -> Result<(), Close> {
     let Ok((_, (api_key, version, correlation_id))) = parse_request_prefix(&body) else {
         return close_for(conn, "request shorter than a header", -1, -1);
     };
-    metrics::counter!(m::REQUESTS_TOTAL, "api" => api_name(api_key)).increment(1);
+    m::count_request(api_key);
     if is_hidden_api(api_key) {
         return close_for(conn, "API not offered by the proxy", api_key, version);
     }
@@ -527,8 +527,7 @@ async fn handle_produce(
         Err(e) => {
             // When unsure, forward: the broker is the source of truth.
             tracing::warn!(peer = %conn.peer, version, error = %e, "produce request not parsable; forwarding untouched");
-            metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::UNCACHEABLE)
-                .increment(1);
+            m::count_batch(outcome::UNCACHEABLE);
             return forward(conn, frame.into_raw(), corr, api::PRODUCE, raw_post(None)).await;
         }
     };
@@ -618,10 +617,9 @@ async fn resolve_waits(mut ctx: ProduceCtx, shared: &Shared) -> ProduceCtx {
                 let outcome = tokio::time::timeout_at(deadline, rx).await;
                 ctx.plan[ti][pi] = match outcome {
                     Ok(Ok(Some(c))) => {
-                        metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::COALESCED).increment(1);
+                        m::count_batch(outcome::COALESCED);
                         let records = ctx.req.topics[ti].partitions[pi].records.as_ref();
-                        metrics::counter!(m::DEDUP_BYTES_SAVED_TOTAL)
-                            .increment(records.map_or(0, |r| r.len() as u64));
+                        m::count_bytes_saved(records.map_or(0, |r| r.len() as u64));
                         Action::Synthetic(c)
                     }
                     Ok(_) if tokio::time::Instant::now() < deadline => {
@@ -640,7 +638,7 @@ async fn resolve_waits(mut ctx: ProduceCtx, shared: &Shared) -> ProduceCtx {
                         )
                     }
                     _ => {
-                        metrics::counter!(m::PRODUCE_BATCHES_TOTAL, "outcome" => outcome::FORWARDED).increment(1);
+                        m::count_batch(outcome::FORWARDED);
                         Action::Forward(None)
                     }
                 };
@@ -856,8 +854,7 @@ async fn upstream_reader(
             }
         };
         if let Some(sent) = p.sent_at {
-            metrics::histogram!(m::UPSTREAM_REQUEST_DURATION_SECONDS, "api" => api_name(p.api_key))
-                .record(sent.elapsed().as_secs_f64());
+            m::record_upstream_duration(p.api_key, sent.elapsed().as_secs_f64());
         }
         if let Some(expected) = p.correlation_id {
             let got = frame
