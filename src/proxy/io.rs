@@ -1,11 +1,40 @@
 //! Frame I/O on a socket half: read whole frames (size-capped), write
-//! frames with one flush per burst.
+//! frames with one flush per burst. Dialling a broker, in plain TCP or TLS.
+
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
 
+use super::tls::UpstreamTls;
 use crate::codec::CodecError;
 use crate::codec::frame::{Frame, FrameError, decode_frame};
+
+/// A connection to a broker.
+pub enum BrokerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects to `addr` (host:port) within `timeout`, then completes the TLS
+/// handshake when `tls` is set. The error says which step failed.
+pub async fn dial_broker(
+    addr: &str,
+    tls: Option<&UpstreamTls>,
+    timeout: Duration,
+) -> Result<BrokerStream, String> {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect failed: {e}")),
+        Err(_) => return Err("connect timed out".into()),
+    };
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(BrokerStream::Plain(tcp)),
+        Some(t) => Ok(BrokerStream::Tls(Box::new(t.connect(addr, tcp).await?))),
+    }
+}
 
 /// Reads length-prefixed frames. Incomplete input waits for more bytes; a
 /// length over the cap is an error before any of the body is buffered.

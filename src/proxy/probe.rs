@@ -8,12 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::Shared;
 use super::brokers::observe_brokers;
-use super::io::FrameReader;
+use super::io::{BrokerStream, FrameReader, dial_broker};
 use crate::codec::api::METADATA;
 use crate::codec::frame::Frame;
 use crate::codec::header::{RequestHeader, parse_response_header, put_request_header};
@@ -27,10 +26,16 @@ const PROBE_VERSION: i16 = 1;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn probe_once(addr: &str, shared: &Arc<Shared>) -> Result<usize, String> {
-    let mut s = tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    match dial_broker(addr, shared.tls_upstream.as_deref(), PROBE_TIMEOUT).await? {
+        BrokerStream::Plain(s) => metadata_of(s, shared).await,
+        BrokerStream::Tls(s) => metadata_of(*s, shared).await,
+    }
+}
+
+async fn metadata_of<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    shared: &Arc<Shared>,
+) -> Result<usize, String> {
     let mut buf = BytesMut::new();
     put_request_header(
         &mut buf,
@@ -57,6 +62,7 @@ async fn probe_once(addr: &str, shared: &Arc<Shared>) -> Result<usize, String> {
     s.write_all(Frame::from_body(&buf).raw())
         .await
         .map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
     let mut reader = FrameReader::new(s, shared.config.max_frame_bytes);
     let frame = tokio::time::timeout(PROBE_TIMEOUT, reader.next())
         .await
