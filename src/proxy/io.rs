@@ -55,6 +55,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The stream back; bytes read past the last frame are dropped.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// The next frame, `Ok(None)` on a clean end of stream.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
