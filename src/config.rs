@@ -2,6 +2,7 @@
 //! container and the Helm chart set), validated once at start-up.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -111,6 +112,60 @@ pub struct Config {
     )]
     pub upstream_probe_interval_seconds: u64,
 
+    /// PEM certificate chain (leaf first) clients are served; turns on TLS
+    /// on every client listener. Re-read when the file changes.
+    #[arg(long, env = "KDP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KDP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: clients must present a certificate that chains to
+    /// it. Its subject then scopes the dedup cache (until SASL names a user).
+    #[arg(long, env = "KDP_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "KDP_TLS_RELOAD_INTERVAL_SECONDS", default_value_t = 5)]
+    pub tls_reload_interval_seconds: u64,
+
+    /// Speak TLS to the brokers (and in the proxy's own Metadata probe).
+    #[arg(long, env = "KDP_UPSTREAM_TLS", default_value_t = false)]
+    pub upstream_tls: bool,
+
+    /// PEM CA bundle broker certificates are verified against. Default:
+    /// the system's CA certificates.
+    #[arg(long, env = "KDP_UPSTREAM_TLS_CA", requires = "upstream_tls")]
+    pub upstream_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate chain the proxy presents to brokers.
+    #[arg(
+        long,
+        env = "KDP_UPSTREAM_TLS_CERT",
+        requires_all = ["upstream_tls", "upstream_tls_key"]
+    )]
+    pub upstream_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --upstream-tls-cert.
+    #[arg(long, env = "KDP_UPSTREAM_TLS_KEY", requires = "upstream_tls_cert")]
+    pub upstream_tls_key: Option<PathBuf>,
+
+    /// Name every broker certificate is checked against, instead of the
+    /// host the proxy dials (e.g. a wildcard or shared name).
+    #[arg(long, env = "KDP_UPSTREAM_TLS_SERVER_NAME", requires = "upstream_tls")]
+    pub upstream_tls_server_name: Option<String>,
+
+    /// INSECURE: accept any broker certificate (no CA or host name check).
+    /// Anyone on the path to the brokers can read and change the traffic.
+    #[arg(
+        long,
+        env = "KDP_UPSTREAM_TLS_INSECURE_SKIP_VERIFY",
+        default_value_t = false,
+        requires = "upstream_tls"
+    )]
+    pub upstream_tls_insecure_skip_verify: bool,
+
     /// Log filter (tracing syntax: info, debug, kafka_dedup_proxy=debug ...).
     #[arg(long, env = "KDP_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -166,6 +221,15 @@ impl Config {
         }
         if self.cache_idle_ttl_seconds == 0 {
             return Err("--cache-idle-ttl-seconds must be at least 1".into());
+        }
+        if self.tls_reload_interval_seconds == 0 {
+            return Err("--tls-reload-interval-seconds must be at least 1".into());
+        }
+        if self.upstream_tls_insecure_skip_verify && self.upstream_tls_ca.is_some() {
+            return Err(
+                "--upstream-tls-insecure-skip-verify and --upstream-tls-ca exclude each other"
+                    .into(),
+            );
         }
         if self.broker_port_base() == 0 {
             return Err("--broker-port-base must not be 0".into());

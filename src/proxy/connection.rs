@@ -24,18 +24,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::brokers::observe_brokers;
-use super::io::{FrameReader, write_all_vectored};
+use super::io::{BrokerStream, FrameReader, dial_broker, write_all_vectored};
 use super::listener::Target;
 use super::rewrite;
 use super::sasl;
+use super::tls;
 use crate::codec::api::{self, api_name, is_hidden_api, max_supported_version};
 use crate::codec::api_versions::{self, ApiVersion, ApiVersionsResponse};
 use crate::codec::frame::{Frame, FrameError};
@@ -191,7 +191,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, target: Target, shared: 
     metrics::gauge!(m::CONNECTIONS_ACTIVE, "listener" => kind).decrement(1.0);
 }
 
-async fn connect_upstream(target: Target, shared: &Shared) -> Option<TcpStream> {
+async fn connect_upstream(target: Target, shared: &Shared) -> Option<BrokerStream> {
     let candidates = match target {
         Target::Bootstrap => shared.bootstrap_rotation(),
         Target::Broker(node) => match shared.brokers.upstream_of(node) {
@@ -203,70 +203,146 @@ async fn connect_upstream(target: Target, shared: &Shared) -> Option<TcpStream> 
         },
     };
     for addr in candidates {
-        match tokio::time::timeout(
+        match dial_broker(
+            &addr,
+            shared.tls_upstream.as_deref(),
             shared.config.upstream_connect_timeout(),
-            TcpStream::connect(&addr),
         )
         .await
         {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Some(s);
-            }
-            Ok(Err(e)) => tracing::warn!(upstream = %addr, error = %e, "upstream connect failed"),
-            Err(_) => tracing::warn!(upstream = %addr, "upstream connect timed out"),
+            Ok(s) => return Some(s),
+            Err(e) => tracing::warn!(upstream = %addr, error = %e, "upstream connection failed"),
         }
     }
     None
 }
 
+/// The client side of a connection, after the TLS handshake if any.
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
 async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Shared>, id: u64) {
     let _ = client.set_nodelay(true);
+    let mut scope = Scope::Anonymous;
+    let client = match &shared.tls_server {
+        None => ClientStream::Plain(client),
+        Some(t) => match t.accept(client).await {
+            Ok(s) => {
+                if let Some(cert) = s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                    // A certificate the client CA verified: until SASL names
+                    // a user, the connection is scoped to its subject.
+                    scope = Scope::Principal(Arc::from(tls::client_identity(cert)));
+                }
+                ClientStream::Tls(Box::new(s))
+            }
+            Err(e) => {
+                metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => "tls_handshake").increment(1);
+                tracing::warn!(%peer, error = %e, "closing connection: TLS handshake with the client failed (a plaintext client on a TLS listener?)");
+                return;
+            }
+        },
+    };
     let Some(upstream) = connect_upstream(target, &shared).await else {
         metrics::counter!(m::FRAME_ERRORS_TOTAL, "kind" => "upstream_connect").increment(1);
         return;
     };
-    let (client_r, client_w) = client.into_split();
-    let (up_r, up_w) = upstream.into_split();
-    let max = shared.config.max_frame_bytes;
-
-    let closing = CancellationToken::new();
-    let (slot_tx, slot_rx) = mpsc::channel(QUEUE_DEPTH);
-    let (up_tx, up_rx) = mpsc::channel(QUEUE_DEPTH);
-    let (pending_tx, pending_rx) = mpsc::unbounded_channel();
-
-    let writer = tokio::spawn(client_writer(client_w, slot_rx, closing.clone()));
-    let up_writer = tokio::spawn(upstream_writer(up_w, up_rx, pending_tx));
-    let up_reader = tokio::spawn(upstream_reader(
-        FrameReader::new(up_r, max),
-        pending_rx,
-        Arc::clone(&shared),
-        closing.clone(),
+    let link = Link {
         peer,
-    ));
-
-    let mut conn = Conn {
-        shared: Arc::clone(&shared),
-        peer,
-        slots: slot_tx,
-        upstream: up_tx,
-        sasl_tokens: 0,
+        shared,
         id,
-        scope: Arc::new(Mutex::new(Scope::Anonymous)),
-        sasl: None,
+        scope,
     };
-    client_reader(FrameReader::new(client_r, max), &mut conn, &closing).await;
-    drop(conn);
-    // Drain: every queued answer is written (or the client is gone), the
-    // broker answers everything it was sent.
-    let _ = writer.await;
-    let up_w = up_writer.await;
-    let _ = up_reader.await;
-    drop(up_w);
+    // Plain TCP keeps the owned halves (no lock between reader and
+    // writer); only TLS streams, whose halves share one session, are split
+    // through tokio::io::split.
+    match (client, upstream) {
+        (ClientStream::Plain(c), BrokerStream::Plain(u)) => {
+            let (cr, cw) = c.into_split();
+            let (ur, uw) = u.into_split();
+            link.relay(cr, cw, ur, uw).await
+        }
+        (ClientStream::Plain(c), BrokerStream::Tls(u)) => {
+            let (cr, cw) = c.into_split();
+            let (ur, uw) = tokio::io::split(*u);
+            link.relay(cr, cw, ur, uw).await
+        }
+        (ClientStream::Tls(c), BrokerStream::Plain(u)) => {
+            let (cr, cw) = tokio::io::split(*c);
+            let (ur, uw) = u.into_split();
+            link.relay(cr, cw, ur, uw).await
+        }
+        (ClientStream::Tls(c), BrokerStream::Tls(u)) => {
+            let (cr, cw) = tokio::io::split(*c);
+            let (ur, uw) = tokio::io::split(*u);
+            link.relay(cr, cw, ur, uw).await
+        }
+    }
 }
 
-async fn client_reader(
-    mut frames: FrameReader<OwnedReadHalf>,
+/// What a connection's tasks need besides the streams.
+struct Link {
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    id: u64,
+    scope: Scope,
+}
+
+impl Link {
+    async fn relay<CR, CW, UR, UW>(self, client_r: CR, client_w: CW, up_r: UR, up_w: UW)
+    where
+        CR: AsyncRead + Unpin + Send + 'static,
+        CW: AsyncWrite + Unpin + Send + 'static,
+        UR: AsyncRead + Unpin + Send + 'static,
+        UW: AsyncWrite + Unpin + Send + 'static,
+    {
+        let Link {
+            peer,
+            shared,
+            id,
+            scope,
+        } = self;
+        let max = shared.config.max_frame_bytes;
+
+        let closing = CancellationToken::new();
+        let (slot_tx, slot_rx) = mpsc::channel(QUEUE_DEPTH);
+        let (up_tx, up_rx) = mpsc::channel(QUEUE_DEPTH);
+        let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+
+        let writer = tokio::spawn(client_writer(client_w, slot_rx, closing.clone()));
+        let up_writer = tokio::spawn(upstream_writer(up_w, up_rx, pending_tx));
+        let up_reader = tokio::spawn(upstream_reader(
+            FrameReader::new(up_r, max),
+            pending_rx,
+            Arc::clone(&shared),
+            closing.clone(),
+            peer,
+        ));
+
+        let mut conn = Conn {
+            shared: Arc::clone(&shared),
+            peer,
+            slots: slot_tx,
+            upstream: up_tx,
+            sasl_tokens: 0,
+            id,
+            scope: Arc::new(Mutex::new(scope)),
+            sasl: None,
+        };
+        client_reader(FrameReader::new(client_r, max), &mut conn, &closing).await;
+        drop(conn);
+        // Drain: every queued answer is written (or the client is gone), the
+        // broker answers everything it was sent.
+        let _ = writer.await;
+        let up_w = up_writer.await;
+        let _ = up_reader.await;
+        drop(up_w);
+    }
+}
+
+async fn client_reader<R: AsyncRead + Unpin>(
+    mut frames: FrameReader<R>,
     conn: &mut Conn,
     closing: &CancellationToken,
 ) {
@@ -714,8 +790,8 @@ fn encode_produce_response_frame(
 /// Most frames gathered into one vectored write.
 const WRITE_BURST: usize = 64;
 
-async fn client_writer(
-    mut w: OwnedWriteHalf,
+async fn client_writer<W: AsyncWrite + Unpin>(
+    mut w: W,
     mut slots: mpsc::Receiver<oneshot::Receiver<Reply>>,
     closing: CancellationToken,
 ) {
@@ -764,11 +840,11 @@ async fn client_writer(
 /// Returns the write half instead of closing it: a broker that reads EOF
 /// closes the whole connection, and answers still owed to us (which retries
 /// elsewhere may be waiting for) would be lost.
-async fn upstream_writer(
-    mut w: OwnedWriteHalf,
+async fn upstream_writer<W: AsyncWrite + Unpin>(
+    mut w: W,
     mut rx: mpsc::Receiver<UpstreamSend>,
     pending: mpsc::UnboundedSender<Pending>,
-) -> OwnedWriteHalf {
+) -> W {
     let mut burst: Vec<Bytes> = Vec::with_capacity(WRITE_BURST);
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -797,8 +873,8 @@ async fn upstream_writer(
 /// even while nothing is pending: a broker closing an idle connection
 /// (`connections.max.idle.ms`) is passed on to the client as it would be
 /// without the proxy.
-async fn upstream_reader(
-    mut frames: FrameReader<OwnedReadHalf>,
+async fn upstream_reader<R: AsyncRead + Unpin>(
+    mut frames: FrameReader<R>,
     mut pending: mpsc::UnboundedReceiver<Pending>,
     shared: Arc<Shared>,
     closing: CancellationToken,

@@ -1,13 +1,42 @@
 //! Frame I/O on a socket half: read whole frames (size-capped), write
 //! bursts of frames with vectored writes (no copy into a write buffer).
+//! Dialling a broker, in plain TCP or TLS.
 
 use std::io::IoSlice;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
+use super::tls::UpstreamTls;
 use crate::codec::CodecError;
 use crate::codec::frame::{Frame, FrameError, LENGTH_PREFIX, decode_frame};
+
+/// A connection to a broker.
+pub enum BrokerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects to `addr` (host:port) within `timeout`, then completes the TLS
+/// handshake when `tls` is set. The error says which step failed.
+pub async fn dial_broker(
+    addr: &str,
+    tls: Option<&UpstreamTls>,
+    timeout: Duration,
+) -> Result<BrokerStream, String> {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect failed: {e}")),
+        Err(_) => return Err("connect timed out".into()),
+    };
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(BrokerStream::Plain(tcp)),
+        Some(t) => Ok(BrokerStream::Tls(Box::new(t.connect(addr, tcp).await?))),
+    }
+}
 
 /// Reads length-prefixed frames. Incomplete input waits for more bytes; a
 /// length over the cap is an error before any of the body is buffered.
@@ -35,6 +64,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::with_capacity(READ_CHUNK),
             max_frame_bytes,
         }
+    }
+
+    /// The stream back; bytes read past the last frame are dropped.
+    pub fn into_inner(self) -> R {
+        self.inner
     }
 
     /// The next frame, `Ok(None)` on a clean end of stream.
@@ -88,7 +122,7 @@ fn announced_total(buf: &[u8]) -> Option<usize> {
 const MAX_IOV: usize = 64;
 
 /// Writes every buffer in `bufs`, in order, with as few vectored writes as
-/// the socket allows, and empties `bufs`.
+/// the socket allows, flushes, and empties `bufs`.
 pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     bufs: &mut Vec<Bytes>,
@@ -117,7 +151,8 @@ pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
         }
     }
     bufs.clear();
-    Ok(())
+    // A no-op on TCP; a TLS stream may still hold records.
+    w.flush().await
 }
 
 #[cfg(test)]

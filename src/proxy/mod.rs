@@ -7,6 +7,7 @@
 //! * [`rewrite`]: broker endpoints → proxy endpoints, ApiVersions clamp.
 //! * [`brokers`]: node id → upstream address and per-broker listeners.
 //! * [`sasl`]: the SASL user of a connection, to scope the dedup cache.
+//! * [`tls`]: TLS termination for clients, TLS origination to brokers.
 //! * [`topics`]: topic id → name for Produce v13.
 //! * [`probe`]: the proxy's own Metadata probe (readiness, listeners).
 //! * [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -19,6 +20,7 @@ pub mod listener;
 pub mod probe;
 pub mod rewrite;
 pub mod sasl;
+pub mod tls;
 pub mod topics;
 
 use std::net::SocketAddr;
@@ -49,6 +51,10 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub conn_limit: Arc<Semaphore>,
+    /// TLS on the client listeners, when configured.
+    pub tls_server: Option<Arc<tls::ServerTls>>,
+    /// TLS to the brokers, when configured.
+    pub tls_upstream: Option<Arc<tls::UpstreamTls>>,
     next_bootstrap: AtomicUsize,
 }
 
@@ -80,6 +86,15 @@ impl Proxy {
         mut config: Config,
         handle: Option<PrometheusHandle>,
     ) -> std::io::Result<Proxy> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let tls_server = tls::ServerTls::from_config(&config).map_err(invalid)?;
+        let tls_upstream = tls::UpstreamTls::from_config(&config).map_err(invalid)?;
+        if config.upstream_tls_insecure_skip_verify {
+            tracing::warn!(
+                "--upstream-tls-insecure-skip-verify: broker certificates are NOT verified; \
+                 anyone on the path to the brokers can read and change the traffic"
+            );
+        }
         let bootstrap = bind_listener(config.listen)?;
         let bootstrap_addr = bootstrap.local_addr()?;
         let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;
@@ -99,6 +114,8 @@ impl Proxy {
                 bootstrap_addr.ip(),
             ),
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
+            tls_server,
+            tls_upstream,
             config,
             cache,
             topics: TopicNames::default(),
@@ -114,12 +131,21 @@ impl Proxy {
             broker_port_base = shared.config.broker_port_base(),
             metrics = %metrics_addr,
             dedup = ?shared.config.dedup_mode,
+            client_tls = shared.tls_server.is_some(),
+            client_certificates = shared.config.tls_client_ca.is_some(),
+            upstream_tls = shared.tls_upstream.is_some(),
             "proxy starting"
         );
         probe::probe(&shared).await;
         tokio::spawn(http::serve(metrics_listener, Arc::clone(&shared), handle));
         tokio::spawn(probe::run_probes(Arc::clone(&shared)));
         tokio::spawn(sweep_cache(Arc::clone(&shared)));
+        if let Some(t) = &shared.tls_server {
+            tokio::spawn(Arc::clone(t).watch(
+                Duration::from_secs(shared.config.tls_reload_interval_seconds),
+                shared.shutdown.clone(),
+            ));
+        }
         shared.tracker.spawn(run_listener(
             bootstrap,
             Target::Bootstrap,

@@ -8,14 +8,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::Shared;
 use super::brokers::observe_brokers;
-use super::io::FrameReader;
-use crate::codec::api::METADATA;
-use crate::codec::frame::Frame;
+use super::io::{BrokerStream, FrameReader, dial_broker};
+use crate::codec::api::{API_VERSIONS, METADATA};
+use crate::codec::frame::{Frame, FrameError};
 use crate::codec::header::{RequestHeader, parse_response_header, put_request_header};
 use crate::codec::metadata::{MetadataRequest, encode_metadata_request, parse_metadata_response};
 use crate::codec::primitives::TaggedFields;
@@ -26,11 +25,47 @@ use crate::metrics as m;
 const PROBE_VERSION: i16 = 1;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn probe_once(addr: &str, shared: &Arc<Shared>) -> Result<usize, String> {
-    let mut s = tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr))
+/// Brokers the cluster reports, or `None` when the broker answered
+/// ApiVersions but closed on Metadata: a SASL listener takes no other
+/// request before authentication, and the proxy has no credentials of its
+/// own (broker listeners then open as clients' Metadata responses name
+/// the brokers).
+async fn probe_once(addr: &str, shared: &Arc<Shared>) -> Result<Option<usize>, String> {
+    match dial_broker(addr, shared.tls_upstream.as_deref(), PROBE_TIMEOUT).await? {
+        BrokerStream::Plain(s) => metadata_of(s, shared).await,
+        BrokerStream::Tls(s) => metadata_of(*s, shared).await,
+    }
+}
+
+async fn metadata_of<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    shared: &Arc<Shared>,
+) -> Result<Option<usize>, String> {
+    // ApiVersions v0 first: every listener answers it, SASL or not.
+    let mut buf = BytesMut::new();
+    put_request_header(
+        &mut buf,
+        &RequestHeader {
+            api_key: API_VERSIONS,
+            api_version: 0,
+            correlation_id: 0,
+            client_id: Some("kafka-dedup-proxy".into()),
+            tagged_fields: TaggedFields::default(),
+        },
+        1,
+    );
+    s.write_all(Frame::from_body(&buf).raw())
         .await
-        .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
+    let mut reader = FrameReader::new(s, shared.config.max_frame_bytes);
+    tokio::time::timeout(PROBE_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "connection closed".to_string())?;
+    let mut s = reader.into_inner();
+
     let mut buf = BytesMut::new();
     put_request_header(
         &mut buf,
@@ -57,12 +92,16 @@ async fn probe_once(addr: &str, shared: &Arc<Shared>) -> Result<usize, String> {
     s.write_all(Frame::from_body(&buf).raw())
         .await
         .map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
     let mut reader = FrameReader::new(s, shared.config.max_frame_bytes);
-    let frame = tokio::time::timeout(PROBE_TIMEOUT, reader.next())
+    let frame = match tokio::time::timeout(PROBE_TIMEOUT, reader.next())
         .await
         .map_err(|_| "no answer in time".to_string())?
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "connection closed".to_string())?;
+    {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(FrameError::Io(_)) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
     let body = frame.body();
     let (rest, _) = parse_response_header(&body, 0).map_err(|e| format!("{e:?}"))?;
     let r = parse_metadata_response(rest, PROBE_VERSION).map_err(|e| e.to_string())?;
@@ -71,7 +110,7 @@ async fn probe_once(addr: &str, shared: &Arc<Shared>) -> Result<usize, String> {
         shared,
         r.brokers.into_iter().map(|b| (b.node_id, b.host, b.port)),
     );
-    Ok(n)
+    Ok(Some(n))
 }
 
 /// Probes each bootstrap server in turn until one answers.
@@ -81,8 +120,16 @@ pub async fn probe(shared: &Arc<Shared>) -> bool {
         match probe_once(&addr, shared).await {
             Ok(n) => {
                 let was = shared.upstream_up.swap(true, Ordering::Relaxed);
-                if !was {
-                    tracing::info!(upstream = %addr, brokers = n, "upstream cluster reachable");
+                match n {
+                    Some(n) if !was => {
+                        tracing::info!(upstream = %addr, brokers = n, "upstream cluster reachable")
+                    }
+                    None if !was => tracing::info!(
+                        upstream = %addr,
+                        "upstream cluster reachable; it wants SASL before Metadata, so broker \
+                         listeners open as clients' Metadata responses name the brokers"
+                    ),
+                    _ => {}
                 }
                 metrics::gauge!(m::UPSTREAM_UP).set(1.0);
                 return true;

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod security;
 pub mod verifiable;
 
 use std::path::PathBuf;
@@ -42,8 +43,12 @@ pub struct Cluster {
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
+        // SASL_SSL listeners and the authorizer unless the caller says
+        // otherwise (tests/security_e2e.rs needs them).
+        let security = std::env::var("KDP_KAFKA_SECURITY").unwrap_or_else(|_| "1".into());
         let status = std::process::Command::new(repo().join("scripts/kafka"))
             .args(["start", "--nodes", "3"])
+            .env("KDP_KAFKA_SECURITY", security)
             .stdout(Stdio::null())
             .status()
             .expect("scripts/kafka start");

@@ -14,6 +14,8 @@
  *   cluster       cluster nodes, controller, group coordinator, metadata
  *   create-topic  create a topic (exists is fine), wait for its leaders
  *   topic-leader  leader of one partition
+ *   scram-users   create or update SCRAM-SHA-256/512 credentials
+ *   acl-allow     allow a principal an operation on a topic
  */
 
 import java.nio.charset.StandardCharsets;
@@ -97,7 +99,14 @@ public final class ClientHarness {
         "      -> {\"topic\":T,\"created\":true|false,...}",
         "  topic-leader --bootstrap B --topic T [--partition P] [--not ID] [--wait-ms MS]",
         "      with --not/--wait-ms: waits until the partition has a leader other than ID.",
-        "      -> {\"leader\":id,\"host\":\"host:port\",\"replicas\":[..],\"isr\":[..]}");
+        "      -> {\"leader\":id,\"host\":\"host:port\",\"replicas\":[..],\"isr\":[..]}",
+        "  scram-users --bootstrap B --user NAME:PASSWORD... [--wait-ms MS]",
+        "      SCRAM-SHA-256 and SCRAM-SHA-512 credentials (4096 iterations) for every user,",
+        "      through the Admin API; waits until the cluster describes them.",
+        "      -> {\"users\":[NAME,...]}",
+        "  acl-allow --bootstrap B --topic T --principal User:NAME --operation OP",
+        "      a literal ALLOW ACL for host * (OP: WRITE, READ, DESCRIBE...).",
+        "      -> {\"topic\":T,\"principal\":P,\"operation\":OP}");
 
     // ------------------------------------------------------------------
     // main
@@ -117,6 +126,8 @@ public final class ClientHarness {
                 case "cluster": code = cluster(a); break;
                 case "create-topic": code = createTopic(a); break;
                 case "topic-leader": code = topicLeader(a); break;
+                case "scram-users": code = scramUsers(a); break;
+                case "acl-allow": code = aclAllow(a); break;
                 default: throw new UsageException("unknown command: " + argv[0]);
             }
         } catch (UsageException e) {
@@ -571,6 +582,73 @@ public final class ClientHarness {
             if (pi.leader() == null || pi.leader().isEmpty()) return false;
         }
         return true;
+    }
+
+    // ------------------------------------------------------------------
+    // scram-users / acl-allow
+    // ------------------------------------------------------------------
+
+    static int scramUsers(Args a) throws Exception {
+        List<String> users = a.all("user");
+        if (users.isEmpty()) throw new UsageException("--user NAME:PASSWORD is required");
+        long deadline = System.currentTimeMillis() + a.longOpt("wait-ms", 30000);
+        // One request per mechanism: a request may alter each user once.
+        List<List<org.apache.kafka.clients.admin.UserScramCredentialAlteration>> perMechanism = new ArrayList<>();
+        List<String> names = new ArrayList<>();
+        for (org.apache.kafka.clients.admin.ScramMechanism m : Arrays.asList(
+                org.apache.kafka.clients.admin.ScramMechanism.SCRAM_SHA_256,
+                org.apache.kafka.clients.admin.ScramMechanism.SCRAM_SHA_512)) {
+            List<org.apache.kafka.clients.admin.UserScramCredentialAlteration> changes = new ArrayList<>();
+            for (String u : users) {
+                int colon = u.indexOf(':');
+                if (colon <= 0) throw new UsageException("--user needs NAME:PASSWORD: " + u);
+                String name = u.substring(0, colon);
+                if (!names.contains(name)) names.add(name);
+                changes.add(new org.apache.kafka.clients.admin.UserScramCredentialUpsertion(
+                    name, new org.apache.kafka.clients.admin.ScramCredentialInfo(m, 4096),
+                    u.substring(colon + 1)));
+            }
+            perMechanism.add(changes);
+        }
+        try (Admin admin = Admin.create(a.clientProps())) {
+            for (List<org.apache.kafka.clients.admin.UserScramCredentialAlteration> changes : perMechanism) {
+                admin.alterUserScramCredentials(changes).all().get(30, TimeUnit.SECONDS);
+            }
+            while (true) {
+                Map<String, org.apache.kafka.clients.admin.UserScramCredentialsDescription> d =
+                    admin.describeUserScramCredentials(names).all().get(30, TimeUnit.SECONDS);
+                boolean all = true;
+                for (String n : names) {
+                    org.apache.kafka.clients.admin.UserScramCredentialsDescription ud = d.get(n);
+                    if (ud == null || ud.credentialInfos().size() < 2) all = false;
+                }
+                if (all) break;
+                if (System.currentTimeMillis() >= deadline) {
+                    throw new RuntimeException("SCRAM credentials not visible in time: " + names);
+                }
+                Thread.sleep(100);
+            }
+        }
+        System.out.println(new Json().put("users", names));
+        return 0;
+    }
+
+    static int aclAllow(Args a) throws Exception {
+        String topic = a.required("topic");
+        String principal = a.required("principal");
+        String op = a.required("operation");
+        org.apache.kafka.common.acl.AclBinding binding = new org.apache.kafka.common.acl.AclBinding(
+            new org.apache.kafka.common.resource.ResourcePattern(
+                org.apache.kafka.common.resource.ResourceType.TOPIC, topic,
+                org.apache.kafka.common.resource.PatternType.LITERAL),
+            new org.apache.kafka.common.acl.AccessControlEntry(principal, "*",
+                org.apache.kafka.common.acl.AclOperation.fromString(op),
+                org.apache.kafka.common.acl.AclPermissionType.ALLOW));
+        try (Admin admin = Admin.create(a.clientProps())) {
+            admin.createAcls(Collections.singletonList(binding)).all().get(30, TimeUnit.SECONDS);
+        }
+        System.out.println(new Json().put("topic", topic).put("principal", principal).put("operation", op));
+        return 0;
     }
 
     // ------------------------------------------------------------------

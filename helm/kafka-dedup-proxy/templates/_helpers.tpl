@@ -174,3 +174,41 @@ boolean; map it back.
 {{- $mode }}
 {{- end }}
 {{- end }}
+
+{{/*
+The certificate Secrets the TLS settings name: (volume name, Secret, mount path).
+*/}}
+{{- define "kafka-dedup-proxy.tlsSecrets" -}}
+{{- $s := .Values.tls.server -}}
+{{- $u := .Values.tls.upstream -}}
+{{- if $s.enabled }}
+- [tls-server, {{ required "tls.server.secretName is required when tls.server.enabled" $s.secretName | quote }}, /etc/kdp/tls/server]
+{{- if $s.clientCaSecretName }}
+- [tls-client-ca, {{ $s.clientCaSecretName | quote }}, /etc/kdp/tls/client-ca]
+{{- end }}
+{{- end }}
+{{- if $u.enabled }}
+{{- if $u.caSecretName }}
+- [tls-upstream-ca, {{ $u.caSecretName | quote }}, /etc/kdp/tls/upstream-ca]
+{{- end }}
+{{- if $u.clientCertSecretName }}
+- [tls-upstream-client, {{ $u.clientCertSecretName | quote }}, /etc/kdp/tls/upstream-client]
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kafka-dedup-proxy.tlsVolumes" -}}
+{{- range (include "kafka-dedup-proxy.tlsSecrets" . | fromYamlArray) }}
+- name: {{ index . 0 }}
+  secret:
+    secretName: {{ index . 1 | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "kafka-dedup-proxy.tlsVolumeMounts" -}}
+{{- range (include "kafka-dedup-proxy.tlsSecrets" . | fromYamlArray) }}
+- name: {{ index . 0 }}
+  mountPath: {{ index . 2 }}
+  readOnly: true
+{{- end }}
+{{- end }}
