@@ -1,11 +1,13 @@
 //! One client connection and its one upstream connection.
 //!
-//! Four tasks share the work:
+//! Three tasks share the work:
 //! * the client reader (this function) reads requests, decides what each
-//!   needs and queues, in arrival order, one *response slot* per request
-//!   that expects an answer;
-//! * the upstream writer sends requests to the broker and registers each
-//!   as *pending* just before its bytes go out;
+//!   needs, queues, in arrival order, one *response slot* per request
+//!   that expects an answer, and writes the requests to the broker (a
+//!   burst of pipelined requests in one vectored write), registering each
+//!   as *pending* just before its bytes go out; a retried batch that had to
+//!   wait for its original is written later by its own task, through the
+//!   same lock;
 //! * the upstream reader takes the broker's responses in order, matches
 //!   each to its pending entry by correlation id, rewrites it and fills
 //!   that request's slot;
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -123,12 +126,73 @@ struct UpstreamSend {
     pending: Option<Pending>,
 }
 
+/// A broker write half that is let go without shutting the write direction
+/// down: a broker that reads EOF closes the whole connection, and answers
+/// still owed to us (which retries elsewhere may be waiting for) would be
+/// lost. The connection closes when the read half goes.
+pub(crate) trait UpstreamWrite: AsyncWrite + Unpin + Send {
+    fn release(self: Box<Self>);
+}
+
+impl UpstreamWrite for OwnedWriteHalf {
+    fn release(self: Box<Self>) {
+        (*self).forget();
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Send> UpstreamWrite for tokio::io::WriteHalf<T> {
+    fn release(self: Box<Self>) {}
+}
+
+/// The broker side of the connection: its write half and the queue of
+/// answers owed, in the order the requests were written.
+struct Upstream {
+    w: Option<Box<dyn UpstreamWrite>>,
+    pending: mpsc::UnboundedSender<Pending>,
+    burst: Vec<Bytes>,
+}
+
+impl Upstream {
+    /// Registers each request as pending, then writes them all.
+    async fn send(&mut self, items: impl Iterator<Item = UpstreamSend>) -> Result<(), Close> {
+        for UpstreamSend { bytes, pending } in items {
+            if let Some(mut p) = pending {
+                p.sent_at = Some(Instant::now());
+                // The upstream reader is gone: the broker connection is.
+                self.pending.send(p).map_err(|_| Close)?;
+            }
+            self.burst.push(bytes);
+        }
+        let Some(w) = self.w.as_mut() else {
+            return Err(Close);
+        };
+        let written = write_all_vectored(w, &mut self.burst).await;
+        self.burst.clear();
+        written.map_err(|_| Close)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(w) = self.w.take() {
+            w.release();
+        }
+    }
+}
+
+/// Requests queued for the broker before a write goes out anyway.
+const FLUSH_BYTES: usize = 256 * 1024;
+
 /// Per-connection handles the request handlers use.
 struct Conn {
     shared: Arc<Shared>,
     peer: SocketAddr,
     slots: mpsc::Sender<oneshot::Receiver<Reply>>,
-    upstream: mpsc::Sender<UpstreamSend>,
+    /// Shared with tasks that send a retried batch after waiting.
+    upstream: Arc<tokio::sync::Mutex<Upstream>>,
+    /// Requests read but not written yet (a burst in the making).
+    queued: Vec<UpstreamSend>,
+    queued_bytes: usize,
     /// Raw SASL tokens still expected after a SaslHandshake v0.
     sasl_tokens: usize,
     id: u64,
@@ -146,6 +210,37 @@ struct SaslProgress {
 }
 
 impl Conn {
+    /// Takes the next response slot. When the slot queue is full, what is
+    /// queued for the broker goes out first: the answers the client writer
+    /// waits for may be among them.
+    async fn slot(&mut self) -> Result<oneshot::Sender<Reply>, Close> {
+        if self.slots.capacity() == 0 {
+            self.flush().await?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.slots.send(rx).await.map_err(|_| Close)?;
+        Ok(tx)
+    }
+
+    fn queue(&mut self, bytes: Bytes, pending: Option<Pending>) {
+        self.queued_bytes += bytes.len();
+        self.queued.push(UpstreamSend { bytes, pending });
+    }
+
+    fn should_flush(&self) -> bool {
+        self.queued.len() >= WRITE_BURST || self.queued_bytes >= FLUSH_BYTES
+    }
+
+    /// Writes what is queued for the broker.
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        self.queued_bytes = 0;
+        let queued = &mut self.queued;
+        self.upstream.lock().await.send(queued.drain(..)).await
+    }
+
     /// Starts following a SASL exchange: until it completes, the
     /// connection only meets its own batches.
     fn sasl_started(&mut self, mechanism: String) {
@@ -295,7 +390,7 @@ impl Link {
         CR: AsyncRead + Unpin + Send + 'static,
         CW: AsyncWrite + Unpin + Send + 'static,
         UR: AsyncRead + Unpin + Send + 'static,
-        UW: AsyncWrite + Unpin + Send + 'static,
+        UW: UpstreamWrite + 'static,
     {
         let Link {
             peer,
@@ -307,11 +402,9 @@ impl Link {
 
         let closing = CancellationToken::new();
         let (slot_tx, slot_rx) = mpsc::channel(QUEUE_DEPTH);
-        let (up_tx, up_rx) = mpsc::channel(QUEUE_DEPTH);
         let (pending_tx, pending_rx) = mpsc::unbounded_channel();
 
         let writer = tokio::spawn(client_writer(client_w, slot_rx, closing.clone()));
-        let up_writer = tokio::spawn(upstream_writer(up_w, up_rx, pending_tx));
         let up_reader = tokio::spawn(upstream_reader(
             FrameReader::new(up_r, max),
             pending_rx,
@@ -324,20 +417,27 @@ impl Link {
             shared: Arc::clone(&shared),
             peer,
             slots: slot_tx,
-            upstream: up_tx,
+            upstream: Arc::new(tokio::sync::Mutex::new(Upstream {
+                w: Some(Box::new(up_w)),
+                pending: pending_tx,
+                burst: Vec::with_capacity(WRITE_BURST),
+            })),
+            queued: Vec::with_capacity(WRITE_BURST),
+            queued_bytes: 0,
             sasl_tokens: 0,
             id,
             scope: Arc::new(Mutex::new(scope)),
             sasl: None,
         };
         client_reader(FrameReader::new(client_r, max), &mut conn, &closing).await;
+        let _ = conn.flush().await;
+        // The broker side ends once no task can write to it any more (the
+        // pending queue closes) and every answer owed has been read.
         drop(conn);
         // Drain: every queued answer is written (or the client is gone), the
         // broker answers everything it was sent.
         let _ = writer.await;
-        let up_w = up_writer.await;
         let _ = up_reader.await;
-        drop(up_w);
     }
 }
 
@@ -347,6 +447,11 @@ async fn client_reader<R: AsyncRead + Unpin>(
     closing: &CancellationToken,
 ) {
     loop {
+        // Pipelined requests already read go to the broker together; the
+        // burst is written before waiting for more input.
+        if (!frames.has_buffered_frame() || conn.should_flush()) && conn.flush().await.is_err() {
+            return;
+        }
         let next = tokio::select! {
             _ = closing.cancelled() => return,
             _ = conn.shared.shutdown.cancelled() => {
@@ -485,44 +590,32 @@ fn sasl_v0_tokens(body: &[u8]) -> Option<usize> {
     }
 }
 
-/// Queues a slot and sends the request upstream.
+/// Takes a slot and queues the request for the broker.
 async fn forward(
-    conn: &Conn,
+    conn: &mut Conn,
     bytes: Bytes,
     corr: Option<i32>,
     api_key: i16,
     post: Post,
 ) -> Result<(), Close> {
-    let (tx, rx) = oneshot::channel();
-    conn.slots.send(rx).await.map_err(|_| Close)?;
-    send_upstream(
-        &conn.upstream,
+    let reply = conn.slot().await?;
+    conn.queue(
         bytes,
         Some(Pending {
             correlation_id: corr,
             api_key,
             sent_at: None,
             post,
-            reply: tx,
+            reply,
         }),
-    )
-    .await
-}
-
-async fn send_upstream(
-    up: &mpsc::Sender<UpstreamSend>,
-    bytes: Bytes,
-    pending: Option<Pending>,
-) -> Result<(), Close> {
-    up.send(UpstreamSend { bytes, pending })
-        .await
-        .map_err(|_| Close)
+    );
+    Ok(())
 }
 
 /// Answers an ApiVersions request above v4 as a broker answers an
 /// unsupported version: error UNSUPPORTED_VERSION in a v0 body listing the
 /// ApiVersions range we speak; the client retries at that version.
-async fn unsupported_api_versions(conn: &Conn, correlation_id: i32) -> Result<(), Close> {
+async fn unsupported_api_versions(conn: &mut Conn, correlation_id: i32) -> Result<(), Close> {
     let resp = ApiVersionsResponse {
         error_code: api_versions::UNSUPPORTED_VERSION,
         api_keys: vec![ApiVersion {
@@ -547,10 +640,9 @@ async fn unsupported_api_versions(conn: &Conn, correlation_id: i32) -> Result<()
     reply_now(conn, Frame::from_body(&buf).into_raw()).await
 }
 
-async fn reply_now(conn: &Conn, bytes: Bytes) -> Result<(), Close> {
-    let (tx, rx) = oneshot::channel();
-    let _ = tx.send(Ok(bytes));
-    conn.slots.send(rx).await.map_err(|_| Close)
+async fn reply_now(conn: &mut Conn, bytes: Bytes) -> Result<(), Close> {
+    let _ = conn.slot().await?.send(Ok(bytes));
+    Ok(())
 }
 
 /// acks of a Produce request, read even when the rest does not parse
@@ -585,7 +677,8 @@ async fn handle_produce(
     let corr = Some(correlation_id);
     if acks == 0 {
         // No response from the broker, none from us; nothing is cached.
-        return send_upstream(&conn.upstream, frame.into_raw(), None).await;
+        conn.queue(frame.into_raw(), None);
+        return Ok(());
     }
     let raw_post = |dedup| {
         Post::Produce(Box::new(ProducePost {
@@ -622,8 +715,7 @@ async fn handle_produce(
         )
         .await;
     }
-    let (tx, rx) = oneshot::channel();
-    conn.slots.send(rx).await.map_err(|_| Close)?;
+    let tx = conn.slot().await?;
     let hv = header_version_of(&header);
     let ctx = ProduceCtx {
         header,
@@ -642,14 +734,18 @@ async fn handle_produce(
     if has_waits {
         // Rare path: a retry of a batch that is at the broker right now.
         let shared = Arc::clone(&conn.shared);
-        let up = conn.upstream.clone();
+        let up = Arc::clone(&conn.upstream);
         tokio::spawn(async move {
             let ctx = resolve_waits(ctx, &shared).await;
-            dispatch_produce(ctx, &up).await;
+            if let Some(send) = dispatch_produce(ctx) {
+                let _ = up.lock().await.send(std::iter::once(send)).await;
+            }
         });
         Ok(())
     } else {
-        dispatch_produce(ctx, &conn.upstream).await;
+        if let Some(send) = dispatch_produce(ctx) {
+            conn.queue(send.bytes, send.pending);
+        }
         Ok(())
     }
 }
@@ -724,9 +820,9 @@ async fn resolve_waits(mut ctx: ProduceCtx, shared: &Shared) -> ProduceCtx {
     ctx
 }
 
-/// Answers from the cache alone, or forwards the fresh partitions with a
-/// merge step for the response.
-async fn dispatch_produce(ctx: ProduceCtx, up: &mpsc::Sender<UpstreamSend>) {
+/// Answers from the cache alone, or returns the request for the fresh
+/// partitions, with a merge step for the response.
+fn dispatch_produce(ctx: ProduceCtx) -> Option<UpstreamSend> {
     let ProduceCtx {
         header,
         header_version,
@@ -742,7 +838,7 @@ async fn dispatch_produce(ctx: ProduceCtx, up: &mpsc::Sender<UpstreamSend>) {
             .map(|r| encode_produce_response_frame(header.correlation_id, resp_hv, &r, version))
             .map_err(|e| tracing::error!(error = %e, "cannot build synthetic produce response"));
         let _ = reply.send(out);
-        return;
+        return None;
     }
     let sub = forward_subset(&req, &plan);
     let mut buf = BytesMut::new();
@@ -760,12 +856,10 @@ async fn dispatch_produce(ctx: ProduceCtx, up: &mpsc::Sender<UpstreamSend>) {
         })),
         reply,
     };
-    let _ = up
-        .send(UpstreamSend {
-            bytes,
-            pending: Some(pending),
-        })
-        .await;
+    Some(UpstreamSend {
+        bytes,
+        pending: Some(pending),
+    })
 }
 
 fn encode_produce_response_frame(
@@ -835,38 +929,6 @@ async fn client_writer<W: AsyncWrite + Unpin>(
     }
     let _ = w.shutdown().await;
     closing.cancel();
-}
-
-/// Returns the write half instead of closing it: a broker that reads EOF
-/// closes the whole connection, and answers still owed to us (which retries
-/// elsewhere may be waiting for) would be lost.
-async fn upstream_writer<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<UpstreamSend>,
-    pending: mpsc::UnboundedSender<Pending>,
-) -> W {
-    let mut burst: Vec<Bytes> = Vec::with_capacity(WRITE_BURST);
-    'outer: while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(UpstreamSend { bytes, pending: p }) = next.take() {
-            // Registered before its bytes go out: a response never
-            // arrives ahead of its entry.
-            if let Some(mut p) = p {
-                p.sent_at = Some(Instant::now());
-                if pending.send(p).is_err() {
-                    break 'outer;
-                }
-            }
-            burst.push(bytes);
-            if burst.len() < WRITE_BURST {
-                next = rx.try_recv().ok();
-            }
-        }
-        if write_all_vectored(&mut w, &mut burst).await.is_err() {
-            break;
-        }
-    }
-    w
 }
 
 /// Ends (and closes the client connection) when the broker closes its end,

@@ -71,6 +71,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.inner
     }
 
+    /// Whether a whole frame is already buffered (the next `next` returns
+    /// without reading).
+    pub fn has_buffered_frame(&self) -> bool {
+        announced_total(&self.buf).is_some_and(|t| t <= self.buf.len())
+    }
+
     /// The next frame, `Ok(None)` on a clean end of stream.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
