@@ -224,16 +224,20 @@ impl Window<'_> {
         &mut self.ring[p]
     }
 
+    /// Newest first: a retry is most often of the latest batches. No two
+    /// batches of a window share a sequence range, so the order of the
+    /// search does not change what it finds.
     fn find(&self, base_sequence: i32, last_sequence: i32) -> Option<usize> {
-        (0..self.len()).find(|&i| {
+        (0..self.len()).rev().find(|&i| {
             self.ring[self.pos(i)]
                 .id()
                 .is_some_and(|(b, l, _)| b == base_sequence && l == last_sequence)
         })
     }
 
+    /// Newest first, as `find`.
     fn find_token(&self, token: u64) -> Option<usize> {
-        (0..self.len()).find(|&i| {
+        (0..self.len()).rev().find(|&i| {
             matches!(self.ring[self.pos(i)], BatchEntry::InFlight { token: t, .. } if t == token)
         })
     }
@@ -823,6 +827,16 @@ impl DedupCache {
                         "ring position {p} of {head}+{len}"
                     );
                 }
+                // `Window::find` searches newest first: sound only because
+                // no sequence range is held twice.
+                let mut ranges: Vec<_> = ring
+                    .iter()
+                    .filter_map(|e| e.id())
+                    .map(|(b, l, _)| (b, l))
+                    .collect();
+                ranges.sort_unstable();
+                ranges.dedup();
+                assert_eq!(ranges.len(), len, "a sequence range held twice");
             }
             assert_eq!(live, sh.live);
             assert!(live <= self.shard_capacity);
