@@ -8,15 +8,35 @@
 //! eviction per shard) and an idle TTL; eviction costs efficiency only,
 //! never correctness, because anything the cache does not know is
 //! forwarded to the broker.
+//!
+//! Layout of a shard (what one producer-partition costs, ~250 B at the
+//! default window of 5):
+//!
+//! * `slots`: a dense slab of fixed-size [`Slot`]s (32 B): producer id,
+//!   partition, the id of its ⟨scope, topic⟩ group, epoch, last access,
+//!   CLOCK bit and the head/length of its window. Freed slots are reused
+//!   from a free list; the CLOCK hand walks the slab by index.
+//! * `batches`: `window` [`BatchEntry`]s (40 B each) per slot, at
+//!   `slot * window`, used as a ring. Positions outside the ring are
+//!   `Empty`. Waiters of an in-flight batch are boxed, so they cost 8 B
+//!   while there are none.
+//! * `index`: a hash table of slot numbers (4 B per bucket), keyed by the
+//!   hash of the full key, which is computed once per operation.
+//! * `groups`: ⟨scope, topic⟩ pairs, each held once per shard with a count
+//!   of the slots that use it, so a key's `Arc<str>`s are not kept per
+//!   producer-partition.
+//!
+//! An [`InFlightGuard`] remembers its slot number and a token unique to the
+//! batch, so resolving it needs neither the key nor a hash; a slot reused
+//! by another key never holds that token.
 
-use std::collections::VecDeque;
-use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ahash::RandomState;
+use hashbrown::HashTable;
 use tokio::sync::oneshot;
 
 use crate::metrics as m;
@@ -72,45 +92,327 @@ pub struct BatchId {
 /// `None` means the original failed, timed out or was evicted.
 pub type Outcome = Option<Committed>;
 
-enum BatchState {
-    InFlight {
-        token: u64,
-        waiters: Vec<oneshot::Sender<Outcome>>,
-    },
-    Committed(Committed),
-}
+type Waiters = Vec<oneshot::Sender<Outcome>>;
 
-struct BatchEntry {
-    base_sequence: i32,
-    last_sequence: i32,
-    crc: u32,
-    state: BatchState,
+/// One batch of a window. The sequence range and CRC sit in each variant
+/// (not beside the enum) so they share the space after the tag: 40 B.
+#[derive(Default)]
+enum BatchEntry {
+    /// A ring position not in use.
+    #[default]
+    Empty,
+    InFlight {
+        base_sequence: i32,
+        last_sequence: i32,
+        crc: u32,
+        token: u64,
+        /// Boxed: a duplicate arriving while the original is at the broker
+        /// is rare, and an unboxed `Vec` would size every entry.
+        waiters: Option<Box<Waiters>>,
+    },
+    Committed {
+        base_sequence: i32,
+        last_sequence: i32,
+        crc: u32,
+        committed: Committed,
+    },
 }
 
 impl BatchEntry {
+    /// Sequence range and CRC; `None` for `Empty`.
+    fn id(&self) -> Option<(i32, i32, u32)> {
+        match *self {
+            BatchEntry::Empty => None,
+            BatchEntry::InFlight {
+                base_sequence,
+                last_sequence,
+                crc,
+                ..
+            }
+            | BatchEntry::Committed {
+                base_sequence,
+                last_sequence,
+                crc,
+                ..
+            } => Some((base_sequence, last_sequence, crc)),
+        }
+    }
+
     /// Fails any waiter: the original's outcome is unknown to us now.
     fn fail_waiters(&mut self) {
-        if let BatchState::InFlight { waiters, .. } = &mut self.state {
-            for w in waiters.drain(..) {
+        if let BatchEntry::InFlight { waiters, .. } = self
+            && let Some(ws) = waiters.take()
+        {
+            for w in *ws {
                 let _ = w.send(None);
             }
         }
     }
 }
 
+/// No group: the slot is free.
+const VACANT: u32 = u32::MAX;
+
+/// One producer-partition. Its window is `batches[slot * window..]`.
+#[derive(Clone, Copy)]
 struct Slot {
-    epoch: i16,
+    producer_id: i64,
+    partition: i32,
+    /// Index into `Shard::groups`, or `VACANT`.
+    group: u32,
     /// Seconds since the cache was created, at the last lookup.
     last_access: u32,
+    epoch: i16,
+    /// Ring position of the oldest batch.
+    head: u16,
+    /// Batches held.
+    len: u16,
     /// CLOCK reference bit.
     referenced: bool,
-    batches: VecDeque<BatchEntry>,
+}
+
+impl Slot {
+    const FREE: Slot = Slot {
+        producer_id: 0,
+        partition: 0,
+        group: VACANT,
+        last_access: 0,
+        epoch: 0,
+        head: 0,
+        len: 0,
+        referenced: false,
+    };
+
+    fn is_vacant(&self) -> bool {
+        self.group == VACANT
+    }
+}
+
+/// A ⟨scope, topic⟩ pair, held once per shard for all its slots.
+struct Group {
+    scope: Scope,
+    topic: TopicKey,
+    /// `DedupCache::group_hash` of the pair.
+    hash: u64,
+    /// Slots using it.
+    refs: u32,
+}
+
+/// The window of one slot: its ring of batches, oldest first.
+struct Window<'a> {
+    slot: &'a mut Slot,
+    ring: &'a mut [BatchEntry],
+}
+
+impl Window<'_> {
+    /// Ring position of the `i`-th oldest batch.
+    fn pos(&self, i: usize) -> usize {
+        let p = usize::from(self.slot.head) + i;
+        if p >= self.ring.len() {
+            p - self.ring.len()
+        } else {
+            p
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.slot.len)
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut BatchEntry {
+        let p = self.pos(i);
+        &mut self.ring[p]
+    }
+
+    /// Newest first: a retry is most often of the latest batches. No two
+    /// batches of a window share a sequence range, so the order of the
+    /// search does not change what it finds.
+    fn find(&self, base_sequence: i32, last_sequence: i32) -> Option<usize> {
+        (0..self.len()).rev().find(|&i| {
+            self.ring[self.pos(i)]
+                .id()
+                .is_some_and(|(b, l, _)| b == base_sequence && l == last_sequence)
+        })
+    }
+
+    /// Newest first, as `find`.
+    fn find_token(&self, token: u64) -> Option<usize> {
+        (0..self.len()).rev().find(|&i| {
+            matches!(self.ring[self.pos(i)], BatchEntry::InFlight { token: t, .. } if t == token)
+        })
+    }
+
+    /// Appends a batch; the window must not be full.
+    fn push_back(&mut self, e: BatchEntry) {
+        debug_assert!(self.len() < self.ring.len());
+        let p = self.pos(self.len());
+        self.ring[p] = e;
+        self.slot.len += 1;
+    }
+
+    /// Removes the `i`-th oldest batch, failing its waiters; the younger
+    /// ones move up, so the order is kept.
+    fn remove(&mut self, i: usize) {
+        let p = self.pos(i);
+        let mut e = std::mem::take(&mut self.ring[p]);
+        e.fail_waiters();
+        if i == 0 {
+            self.slot.head = u16::try_from(self.pos(1)).unwrap_or(0);
+        } else {
+            for j in i..self.len() - 1 {
+                let (a, b) = (self.pos(j), self.pos(j + 1));
+                self.ring.swap(a, b);
+            }
+        }
+        self.slot.len -= 1;
+        if self.slot.len == 0 {
+            self.slot.head = 0;
+        }
+    }
+
+    /// Drops every batch, failing waiters; returns how many there were.
+    fn clear(&mut self) -> usize {
+        let n = self.len();
+        for i in 0..n {
+            let p = self.pos(i);
+            let mut e = std::mem::take(&mut self.ring[p]);
+            e.fail_waiters();
+        }
+        self.slot.head = 0;
+        self.slot.len = 0;
+        n
+    }
 }
 
 struct Shard {
-    map: std::collections::HashMap<ProducerPartition, Slot, RandomState>,
-    /// CLOCK hand order; may hold keys already removed (skipped lazily).
-    clock: VecDeque<ProducerPartition>,
+    /// Slot numbers, keyed by `DedupCache::key_hash`.
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    /// `window` entries per slot.
+    batches: Vec<BatchEntry>,
+    /// Vacant slot numbers.
+    free: Vec<u32>,
+    /// Occupied slots.
+    live: usize,
+    /// CLOCK hand: the next slot number to look at.
+    hand: usize,
+    /// ⟨scope, topic⟩ group numbers, keyed by `Group::hash`.
+    group_index: HashTable<u32>,
+    groups: Vec<Option<Group>>,
+    free_groups: Vec<u32>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            batches: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            hand: 0,
+            group_index: HashTable::new(),
+            groups: Vec::new(),
+            free_groups: Vec::new(),
+        }
+    }
+
+    fn group(&self, g: u32) -> &Group {
+        match &self.groups[g as usize] {
+            Some(g) => g,
+            None => unreachable!("a slot refers to a freed group"),
+        }
+    }
+
+    fn window(&mut self, idx: usize, window: usize) -> Window<'_> {
+        Window {
+            slot: &mut self.slots[idx],
+            ring: &mut self.batches[idx * window..(idx + 1) * window],
+        }
+    }
+
+    /// The slot holding `key`, whose full hash is `hash`.
+    fn find(&self, hash: u64, key: &ProducerPartition) -> Option<usize> {
+        let Shard {
+            index,
+            slots,
+            groups,
+            ..
+        } = self;
+        index
+            .find(hash, |&i| {
+                let s = &slots[i as usize];
+                s.producer_id == key.producer_id
+                    && s.partition == key.partition
+                    && groups[s.group as usize]
+                        .as_ref()
+                        .is_some_and(|g| g.scope == key.scope && g.topic == key.topic)
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// The group of `key`'s ⟨scope, topic⟩, made if new, with one more ref.
+    fn acquire_group(&mut self, group_hash: u64, key: &ProducerPartition) -> u32 {
+        let Shard {
+            group_index,
+            groups,
+            free_groups,
+            ..
+        } = self;
+        let found = group_index.find(group_hash, |&g| {
+            groups[g as usize]
+                .as_ref()
+                .is_some_and(|g| g.scope == key.scope && g.topic == key.topic)
+        });
+        if let Some(&g) = found {
+            if let Some(group) = groups[g as usize].as_mut() {
+                group.refs += 1;
+            }
+            return g;
+        }
+        let group = Group {
+            scope: key.scope.clone(),
+            topic: key.topic.clone(),
+            hash: group_hash,
+            refs: 1,
+        };
+        let g = match free_groups.pop() {
+            Some(g) => {
+                groups[g as usize] = Some(group);
+                g
+            }
+            None => {
+                groups.push(Some(group));
+                u32::try_from(groups.len() - 1).expect("fewer groups than slots")
+            }
+        };
+        group_index.insert_unique(group_hash, g, |&g| match &groups[g as usize] {
+            Some(group) => group.hash,
+            None => unreachable!("the group index holds a freed group"),
+        });
+        g
+    }
+
+    fn release_group(&mut self, g: u32) {
+        let Shard {
+            group_index,
+            groups,
+            free_groups,
+            ..
+        } = self;
+        let Some(group) = groups[g as usize].as_mut() else {
+            return;
+        };
+        group.refs -= 1;
+        if group.refs > 0 {
+            return;
+        }
+        if let Ok(e) = group_index.find_entry(group.hash, |&x| x == g) {
+            e.remove();
+        }
+        groups[g as usize] = None;
+        free_groups.push(g);
+    }
 }
 
 /// The decision for one batch (DESIGN.md "Dedup", steps 2-5).
@@ -156,15 +458,10 @@ impl std::fmt::Debug for DedupCache {
 }
 
 impl DedupCache {
+    /// `window` is clamped to 1..=65,535 (the proxy's configuration allows
+    /// up to 64).
     pub fn new(window: usize, max_producer_partitions: usize, idle_ttl: Duration) -> Arc<Self> {
-        let shards = (0..SHARDS)
-            .map(|_| {
-                Mutex::new(Shard {
-                    map: std::collections::HashMap::with_hasher(RandomState::new()),
-                    clock: VecDeque::new(),
-                })
-            })
-            .collect();
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect();
         metrics::gauge!(m::DEDUP_CACHE_CAPACITY).set(max_producer_partitions as f64);
         let fenced = (0..SHARDS)
             .map(|_| Mutex::new(std::collections::HashMap::with_hasher(RandomState::new())))
@@ -173,8 +470,11 @@ impl DedupCache {
             shards,
             fenced,
             hasher: RandomState::new(),
-            window: window.max(1),
-            shard_capacity: max_producer_partitions.div_ceil(SHARDS).max(1),
+            window: window.clamp(1, usize::from(u16::MAX)),
+            // Slot numbers are u32.
+            shard_capacity: max_producer_partitions
+                .div_ceil(SHARDS)
+                .clamp(1, VACANT as usize),
             capacity: max_producer_partitions,
             idle_ttl,
             started: Instant::now(),
@@ -196,8 +496,29 @@ impl DedupCache {
         self.started.elapsed().as_secs() as u32
     }
 
-    fn shard(&self, key: &ProducerPartition) -> MutexGuard<'_, Shard> {
-        let idx = (self.hasher.hash_one(key) as usize) % SHARDS;
+    /// Hash of a ⟨scope, topic⟩ pair.
+    fn group_hash(&self, scope: &Scope, topic: &TopicKey) -> u64 {
+        self.hasher.hash_one((scope, topic))
+    }
+
+    /// Hash of a full key, from its group's hash: stored slots are rehashed
+    /// without touching the names.
+    fn key_hash(&self, group_hash: u64, producer_id: i64, partition: i32) -> u64 {
+        self.hasher.hash_one((group_hash, producer_id, partition))
+    }
+
+    fn slot_hash(&self, shard: &Shard, idx: usize) -> u64 {
+        let s = &shard.slots[idx];
+        self.key_hash(shard.group(s.group).hash, s.producer_id, s.partition)
+    }
+
+    /// Shard number of a key hash: bits the shard's own table does not use
+    /// for its bucket index (low bits) or tags (top 7 bits).
+    fn shard_of(hash: u64) -> usize {
+        (hash >> 32) as usize % SHARDS
+    }
+
+    fn lock_shard(&self, idx: usize) -> MutexGuard<'_, Shard> {
         // A poisoned shard only means another thread panicked while holding
         // it; the data is still a valid cache (at worst stale), so go on.
         self.shards[idx].lock().unwrap_or_else(|e| e.into_inner())
@@ -234,145 +555,210 @@ impl DedupCache {
             return Lookup::Forward;
         }
         let now = self.now();
-        let mut shard = self.shard(&key);
-        if !shard.map.contains_key(&key) {
-            self.make_room(&mut shard);
-            shard.map.insert(
-                key.clone(),
-                Slot {
-                    epoch: batch.epoch,
-                    last_access: now,
-                    referenced: false,
-                    batches: VecDeque::with_capacity(self.window),
-                },
-            );
-            shard.clock.push_back(key.clone());
-            self.entries.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(slot) = shard.map.get_mut(&key) else {
-            return Lookup::Forward;
+        let group_hash = self.group_hash(&key.scope, &key.topic);
+        let hash = self.key_hash(group_hash, key.producer_id, key.partition);
+        let shard_idx = Self::shard_of(hash);
+        let mut guard = self.lock_shard(shard_idx);
+        let shard = &mut *guard;
+        let idx = match shard.find(hash, &key) {
+            Some(idx) => idx,
+            None => {
+                self.make_room(shard);
+                self.insert(shard, hash, group_hash, &key, batch.epoch, now)
+            }
         };
-        slot.last_access = now;
-        slot.referenced = true;
-        if batch.epoch < slot.epoch {
+        let window = self.window;
+        let mut w = shard.window(idx, window);
+        w.slot.last_access = now;
+        w.slot.referenced = true;
+        if batch.epoch < w.slot.epoch {
             // The broker fences an older epoch; nothing to remember.
             return Lookup::Forward;
         }
-        if batch.epoch > slot.epoch {
+        if batch.epoch > w.slot.epoch {
             // A higher epoch clears the window, as the broker's
             // ProducerStateEntry.maybeUpdateProducerEpoch does.
-            let dropped = slot.batches.len();
-            for mut b in slot.batches.drain(..) {
-                b.fail_waiters();
-            }
-            slot.epoch = batch.epoch;
+            let dropped = w.clear();
+            w.slot.epoch = batch.epoch;
             if dropped > 0 {
                 metrics::counter!(m::DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => "epoch")
                     .increment(dropped as u64);
             }
         }
-        if let Some(entry) = slot.batches.iter_mut().find(|b| {
-            b.base_sequence == batch.base_sequence && b.last_sequence == batch.last_sequence
-        }) {
-            if entry.crc != batch.crc {
-                return Lookup::Forward;
-            }
-            return match &mut entry.state {
-                BatchState::Committed(c) => Lookup::Duplicate(*c),
-                BatchState::InFlight { waiters, .. } => {
+        if let Some(i) = w.find(batch.base_sequence, batch.last_sequence) {
+            return match w.get_mut(i) {
+                BatchEntry::Committed { crc, .. } | BatchEntry::InFlight { crc, .. }
+                    if *crc != batch.crc =>
+                {
+                    Lookup::Forward
+                }
+                BatchEntry::Committed { committed, .. } => Lookup::Duplicate(*committed),
+                BatchEntry::InFlight { waiters, .. } => {
                     let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
+                    waiters.get_or_insert_default().push(tx);
                     Lookup::Wait(rx)
                 }
+                BatchEntry::Empty => unreachable!("found an empty ring position"),
             };
         }
-        if slot.batches.len() >= self.window
-            && let Some(mut old) = slot.batches.pop_front()
-        {
-            old.fail_waiters();
+        if w.len() >= window {
+            w.remove(0);
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        slot.batches.push_back(BatchEntry {
+        w.push_back(BatchEntry::InFlight {
             base_sequence: batch.base_sequence,
             last_sequence: batch.last_sequence,
             crc: batch.crc,
-            state: BatchState::InFlight {
-                token,
-                waiters: Vec::new(),
-            },
+            token,
+            waiters: None,
         });
+        drop(guard);
         Lookup::Fresh(InFlightGuard {
             cache: Arc::clone(self),
             key: Some(key),
+            shard: shard_idx as u32,
+            slot: idx as u32,
             epoch: batch.epoch,
             token,
         })
     }
 
+    /// Takes a slot for `key` (not in the shard; room made) and indexes it.
+    fn insert(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        group_hash: u64,
+        key: &ProducerPartition,
+        epoch: i16,
+        now: u32,
+    ) -> usize {
+        let group = shard.acquire_group(group_hash, key);
+        let idx = match shard.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                if shard.slots.len() == shard.slots.capacity() {
+                    // Grow geometrically but never past the shard's bound,
+                    // so a full shard has no spare capacity.
+                    let n = shard.slots.len();
+                    let more = n.max(16).min(self.shard_capacity.saturating_sub(n)).max(1);
+                    shard.slots.reserve_exact(more);
+                    shard.batches.reserve_exact(more * self.window);
+                }
+                shard.slots.push(Slot::FREE);
+                shard
+                    .batches
+                    .resize_with(shard.slots.len() * self.window, BatchEntry::default);
+                shard.slots.len() - 1
+            }
+        };
+        shard.slots[idx] = Slot {
+            producer_id: key.producer_id,
+            partition: key.partition,
+            group,
+            last_access: now,
+            epoch,
+            head: 0,
+            len: 0,
+            referenced: false,
+        };
+        shard.live += 1;
+        let Shard {
+            index,
+            slots,
+            groups,
+            ..
+        } = shard;
+        index.insert_unique(hash, idx as u32, |&i| {
+            let s = &slots[i as usize];
+            let gh = match &groups[s.group as usize] {
+                Some(g) => g.hash,
+                None => unreachable!("an indexed slot refers to a freed group"),
+            };
+            self.key_hash(gh, s.producer_id, s.partition)
+        });
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        idx
+    }
+
+    /// Frees an occupied slot: unindexes it, fails its waiters.
+    fn remove_slot(&self, shard: &mut Shard, idx: usize) {
+        let hash = self.slot_hash(shard, idx);
+        if let Ok(e) = shard.index.find_entry(hash, |&i| i as usize == idx) {
+            e.remove();
+        }
+        shard.window(idx, self.window).clear();
+        let group = shard.slots[idx].group;
+        shard.release_group(group);
+        shard.slots[idx] = Slot::FREE;
+        shard.free.push(idx as u32);
+        shard.live -= 1;
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// CLOCK: evict one unreferenced slot when the shard is full.
     fn make_room(&self, shard: &mut Shard) {
-        if shard.map.len() < self.shard_capacity {
+        if shard.live < self.shard_capacity {
             return;
         }
-        let mut budget = shard.clock.len() * 2 + 1;
-        while budget > 0 {
-            budget -= 1;
-            let Some(k) = shard.clock.pop_front() else {
-                return;
-            };
-            match shard.map.get_mut(&k) {
-                None => continue,
-                Some(slot) if slot.referenced => {
-                    slot.referenced = false;
-                    shard.clock.push_back(k);
-                }
-                Some(_) => {
-                    if let Some(mut slot) = shard.map.remove(&k) {
-                        for b in slot.batches.iter_mut() {
-                            b.fail_waiters();
-                        }
-                    }
-                    self.entries.fetch_sub(1, Ordering::Relaxed);
-                    metrics::counter!(m::DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => "capacity")
-                        .increment(1);
-                    return;
-                }
+        let n = shard.slots.len();
+        for _ in 0..2 * n + 1 {
+            let idx = shard.hand;
+            shard.hand = if idx + 1 >= n { 0 } else { idx + 1 };
+            let slot = &mut shard.slots[idx];
+            if slot.is_vacant() {
+                continue;
             }
+            if slot.referenced {
+                slot.referenced = false;
+                continue;
+            }
+            self.remove_slot(shard, idx);
+            metrics::counter!(m::DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => "capacity").increment(1);
+            return;
         }
     }
 
     /// Resolves an in-flight batch. `Some` marks it committed and answers
     /// its waiters; `None` removes it (the broker said no, or we are unsure).
-    fn resolve(&self, key: &ProducerPartition, epoch: i16, token: u64, outcome: Outcome) {
-        let mut shard = self.shard(key);
-        let Some(slot) = shard.map.get_mut(key) else {
-            return;
-        };
-        if slot.epoch != epoch {
-            return;
+    fn resolve(&self, shard: u32, slot: u32, epoch: i16, token: u64, outcome: Outcome) {
+        let mut guard = self.lock_shard(shard as usize);
+        let idx = slot as usize;
+        match guard.slots.get(idx) {
+            Some(s) if !s.is_vacant() && s.epoch == epoch => {}
+            _ => return,
         }
-        let Some(pos) = slot
-            .batches
-            .iter()
-            .position(|b| matches!(b.state, BatchState::InFlight { token: t, .. } if t == token))
-        else {
+        let mut w = guard.window(idx, self.window);
+        // Tokens are unique: a slot evicted and taken by another key, or
+        // a window that rolled past the batch, does not hold it.
+        let Some(i) = w.find_token(token) else {
             return;
         };
         match outcome {
             Some(c) => {
-                let entry = &mut slot.batches[pos];
-                let old = std::mem::replace(&mut entry.state, BatchState::Committed(c));
-                if let BatchState::InFlight { waiters, .. } = old {
-                    for w in waiters {
-                        let _ = w.send(Some(c));
+                let entry = w.get_mut(i);
+                if let BatchEntry::InFlight {
+                    base_sequence,
+                    last_sequence,
+                    crc,
+                    waiters,
+                    ..
+                } = std::mem::take(entry)
+                {
+                    *entry = BatchEntry::Committed {
+                        base_sequence,
+                        last_sequence,
+                        crc,
+                        committed: c,
+                    };
+                    if let Some(ws) = waiters {
+                        for w in *ws {
+                            let _ = w.send(Some(c));
+                        }
                     }
                 }
             }
-            None => {
-                if let Some(mut entry) = slot.batches.remove(pos) {
-                    entry.fail_waiters();
-                }
-            }
+            None => w.remove(i),
         }
     }
 
@@ -382,27 +768,18 @@ impl DedupCache {
         let ttl = self.idle_ttl.as_secs().min(u64::from(u32::MAX)) as u32;
         let now = self.now();
         let mut removed = 0;
-        for s in self.shards.iter() {
-            let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
-            let before = shard.map.len();
-            shard.map.retain(|_, slot| {
-                let keep = now.saturating_sub(slot.last_access) < ttl;
-                if !keep {
-                    for b in slot.batches.iter_mut() {
-                        b.fail_waiters();
-                    }
+        for i in 0..SHARDS {
+            let mut guard = self.lock_shard(i);
+            let shard = &mut *guard;
+            for idx in 0..shard.slots.len() {
+                let s = &shard.slots[idx];
+                if !s.is_vacant() && now.saturating_sub(s.last_access) >= ttl {
+                    self.remove_slot(shard, idx);
+                    removed += 1;
                 }
-                keep
-            });
-            let n = before - shard.map.len();
-            if n > 0 {
-                let Shard { map, clock } = &mut *shard;
-                clock.retain(|k| map.contains_key(k));
             }
-            removed += n;
         }
         if removed > 0 {
-            self.entries.fetch_sub(removed, Ordering::Relaxed);
             metrics::counter!(m::DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => "ttl")
                 .increment(removed as u64);
         }
@@ -411,12 +788,105 @@ impl DedupCache {
     }
 }
 
+#[cfg(test)]
+impl DedupCache {
+    /// Asserts the shards' internal consistency.
+    fn check_invariants(&self) {
+        let w = self.window;
+        let mut total = 0;
+        for (si, s) in self.shards.iter().enumerate() {
+            let sh = s.lock().unwrap();
+            assert_eq!(sh.batches.len(), sh.slots.len() * w);
+            let mut live = 0;
+            let mut refs = vec![0u32; sh.groups.len()];
+            for (idx, slot) in sh.slots.iter().enumerate() {
+                let ring = &sh.batches[idx * w..(idx + 1) * w];
+                if slot.is_vacant() {
+                    assert!(sh.free.contains(&(idx as u32)), "vacant slot not free");
+                    assert!(
+                        ring.iter().all(|e| e.id().is_none()),
+                        "vacant slot holds batches"
+                    );
+                    continue;
+                }
+                live += 1;
+                refs[slot.group as usize] += 1;
+                let h = self.slot_hash(&sh, idx);
+                assert_eq!(Self::shard_of(h), si, "slot in the wrong shard");
+                assert!(
+                    sh.index.find(h, |&i| i as usize == idx).is_some(),
+                    "slot not indexed"
+                );
+                let (head, len) = (usize::from(slot.head), usize::from(slot.len));
+                assert!(head < w && len <= w);
+                for (p, e) in ring.iter().enumerate() {
+                    let in_ring = (p + w - head) % w < len;
+                    assert_eq!(
+                        e.id().is_some(),
+                        in_ring,
+                        "ring position {p} of {head}+{len}"
+                    );
+                }
+                // `Window::find` searches newest first: sound only because
+                // no sequence range is held twice.
+                let mut ranges: Vec<_> = ring
+                    .iter()
+                    .filter_map(|e| e.id())
+                    .map(|(b, l, _)| (b, l))
+                    .collect();
+                ranges.sort_unstable();
+                ranges.dedup();
+                assert_eq!(ranges.len(), len, "a sequence range held twice");
+            }
+            assert_eq!(live, sh.live);
+            assert!(live <= self.shard_capacity);
+            assert_eq!(sh.index.len(), live);
+            assert_eq!(sh.free.len(), sh.slots.len() - live);
+            let mut groups = 0;
+            for (g, group) in sh.groups.iter().enumerate() {
+                match group {
+                    Some(group) => {
+                        groups += 1;
+                        assert!(group.refs > 0);
+                        assert_eq!(group.refs, refs[g], "group refs");
+                        assert_eq!(group.hash, self.group_hash(&group.scope, &group.topic));
+                        assert!(
+                            sh.group_index
+                                .find(group.hash, |&x| x as usize == g)
+                                .is_some()
+                        );
+                    }
+                    None => {
+                        assert_eq!(refs[g], 0);
+                        assert!(sh.free_groups.contains(&(g as u32)));
+                    }
+                }
+            }
+            assert_eq!(sh.group_index.len(), groups);
+            assert_eq!(sh.free_groups.len(), sh.groups.len() - groups);
+            total += live;
+        }
+        assert_eq!(total, self.len());
+    }
+
+    /// ⟨scope, topic⟩ groups held over all shards.
+    fn groups(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap().group_index.len())
+            .sum()
+    }
+}
+
 /// Ownership of one in-flight batch entry. Committing it records the
 /// broker's answer; dropping it unresolved removes the entry, so any error,
 /// disconnect or early return leaves the cache forwarding, never answering.
 pub struct InFlightGuard {
     cache: Arc<DedupCache>,
+    /// `None` once resolved.
     key: Option<ProducerPartition>,
+    shard: u32,
+    slot: u32,
     epoch: i16,
     token: u64,
 }
@@ -432,16 +902,18 @@ impl std::fmt::Debug for InFlightGuard {
 
 impl InFlightGuard {
     pub fn commit(mut self, c: Committed) {
-        if let Some(key) = self.key.take() {
-            self.cache.resolve(&key, self.epoch, self.token, Some(c));
+        if self.key.take().is_some() {
+            self.cache
+                .resolve(self.shard, self.slot, self.epoch, self.token, Some(c));
         }
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.cache.resolve(&key, self.epoch, self.token, None);
+        if self.key.take().is_some() {
+            self.cache
+                .resolve(self.shard, self.slot, self.epoch, self.token, None);
         }
     }
 }
@@ -647,5 +1119,194 @@ mod tests {
         g.commit(committed(0));
         assert_eq!(c.sweep_idle(), 1);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn entries_stay_compact() {
+        // The memory per producer-partition (docs/performance.md) rests on
+        // these sizes: 32 B per slot, 40 B per batch of the window.
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::size_of::<BatchEntry>(), 40);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_survives_the_removal_of_an_older_batch() {
+        let c = cache();
+        let Lookup::Fresh(g1) = c.begin(key(1, 0), id(0, 0, 0, 1)) else {
+            panic!()
+        };
+        let Lookup::Fresh(g2) = c.begin(key(1, 0), id(0, 1, 1, 1)) else {
+            panic!()
+        };
+        let Lookup::Wait(rx) = c.begin(key(1, 0), id(0, 1, 1, 1)) else {
+            panic!()
+        };
+        drop(g1);
+        c.check_invariants();
+        g2.commit(committed(7));
+        assert_eq!(rx.await.unwrap(), Some(committed(7)));
+        assert!(matches!(
+            c.begin(key(1, 0), id(0, 1, 1, 1)),
+            Lookup::Duplicate(x) if x.base_offset == 7
+        ));
+        c.check_invariants();
+    }
+
+    #[test]
+    fn window_order_is_kept_when_a_middle_batch_is_removed() {
+        let c = DedupCache::new(3, 1000, Duration::from_secs(60));
+        let fresh = |s: i32| {
+            let Lookup::Fresh(g) = c.begin(key(1, 0), id(0, s, s, 1)) else {
+                panic!("batch {s} must be fresh")
+            };
+            g
+        };
+        fresh(0).commit(committed(0));
+        let g1 = fresh(1);
+        fresh(2).commit(committed(2));
+        drop(g1);
+        fresh(3).commit(committed(3));
+        // [0, 2, 3]: full; the next batch rolls out 0, the oldest.
+        fresh(4).commit(committed(4));
+        c.check_invariants();
+        for s in [2, 3, 4] {
+            assert!(
+                matches!(c.begin(key(1, 0), id(0, s, s, 1)), Lookup::Duplicate(x) if x.base_offset == i64::from(s)),
+                "batch {s}"
+            );
+        }
+        assert!(matches!(
+            c.begin(key(1, 0), id(0, 0, 0, 1)),
+            Lookup::Fresh(_)
+        ));
+        c.check_invariants();
+    }
+
+    #[tokio::test]
+    async fn a_guard_never_resolves_a_batch_of_the_key_that_took_its_slot() {
+        // One slot per shard: the first key landing in A's shard takes
+        // A's slot.
+        let c = DedupCache::new(5, 1, Duration::from_secs(60));
+        let Lookup::Fresh(ga) = c.begin(key(1, 0), id(0, 0, 9, 7)) else {
+            panic!()
+        };
+        let Lookup::Wait(mut rx) = c.begin(key(1, 0), id(0, 0, 9, 7)) else {
+            panic!()
+        };
+        let mut guards = Vec::new();
+        let mut last = 0;
+        for pid in 2..10_000 {
+            let Lookup::Fresh(g) = c.begin(key(pid, 0), id(0, 0, 9, 7)) else {
+                panic!()
+            };
+            guards.push(g);
+            if let Ok(outcome) = rx.try_recv() {
+                assert_eq!(outcome, None, "eviction fails the waiter");
+                last = pid;
+                break;
+            }
+        }
+        assert!(last > 0, "key 1 was never evicted");
+        c.check_invariants();
+        ga.commit(committed(999));
+        assert!(
+            matches!(c.begin(key(last, 0), id(0, 0, 9, 7)), Lookup::Wait(_)),
+            "the new key's batch is still in flight"
+        );
+        assert!(matches!(
+            c.begin(key(1, 0), id(0, 0, 9, 7)),
+            Lookup::Fresh(_)
+        ));
+        c.check_invariants();
+    }
+
+    #[tokio::test]
+    async fn sweep_fails_waiters_and_releases_names() {
+        let c = DedupCache::new(5, 100, Duration::from_secs(0));
+        let mut k = key(1, 0);
+        k.scope = Scope::Principal(Arc::from("alice"));
+        k.topic = TopicKey::Id([7; 16]);
+        let Lookup::Fresh(g) = c.begin(k.clone(), id(0, 0, 0, 1)) else {
+            panic!()
+        };
+        let Lookup::Wait(rx) = c.begin(k.clone(), id(0, 0, 0, 1)) else {
+            panic!()
+        };
+        assert_eq!(c.groups(), 1);
+        assert_eq!(c.sweep_idle(), 1);
+        assert_eq!(rx.await.unwrap(), None);
+        assert_eq!(c.groups(), 0);
+        g.commit(committed(1));
+        assert!(c.is_empty());
+        c.check_invariants();
+    }
+
+    #[test]
+    fn keys_sharing_a_scope_and_topic_share_one_group_per_shard() {
+        let c = cache();
+        for pid in 0..500 {
+            if let Lookup::Fresh(g) = c.begin(key(pid, 0), id(0, 0, 0, 1)) {
+                g.commit(committed(0));
+            }
+        }
+        assert_eq!(c.len(), 500);
+        assert!(c.groups() <= SHARDS);
+        c.check_invariants();
+    }
+
+    #[test]
+    fn mixed_operations_keep_the_shards_consistent() {
+        // Small shards (2 slots each), window 3, keys over two scopes and
+        // topics by name and id: insertion, eviction, epoch bumps, window
+        // roll, waits, drops, commits, fences and sweeps.
+        let c = DedupCache::new(3, 128, Duration::from_secs(60));
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut guards: Vec<InFlightGuard> = Vec::new();
+        let mut waits = Vec::new();
+        for step in 0..10_000 {
+            let r = next();
+            let mut k = key((r % 97) as i64, ((r >> 8) % 3) as i32);
+            if r >> 12 & 1 == 1 {
+                k.scope = Scope::Principal(Arc::from("p"));
+            }
+            if r >> 13 & 1 == 1 {
+                k.topic = TopicKey::Id([1; 16]);
+            }
+            let epoch = ((r >> 16) % 3) as i16;
+            let seq = ((r >> 20) % 6) as i32;
+            match (r >> 32) % 10 {
+                0..=5 => match c.begin(k, id(epoch, seq, seq, 1)) {
+                    Lookup::Fresh(g) => guards.push(g),
+                    Lookup::Wait(rx) => waits.push(rx),
+                    Lookup::Duplicate(_) | Lookup::Forward => {}
+                },
+                6 | 7 if !guards.is_empty() => {
+                    let g = guards.swap_remove((r >> 40) as usize % guards.len());
+                    g.commit(committed(step));
+                }
+                8 if !guards.is_empty() => {
+                    drop(guards.swap_remove((r >> 40) as usize % guards.len()));
+                }
+                9 if r >> 40 & 0xff == 0 => {
+                    c.sweep_idle();
+                }
+                9 if r >> 40 & 0xff == 1 => c.fence(k.producer_id, epoch),
+                _ => {}
+            }
+            c.check_invariants();
+        }
+        drop(guards);
+        // Every waiter was answered: commit, failure, eviction or epoch.
+        assert!(waits.len() > 10, "{} waits", waits.len());
+        for mut rx in waits {
+            assert!(rx.try_recv().is_ok());
+        }
+        c.check_invariants();
     }
 }
