@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::brokers::observe_brokers;
-use super::io::{BrokerStream, FrameReader, dial_broker, write_all_vectored};
+use super::io::{Ahead, BrokerStream, FrameReader, dial_broker, write_all_vectored};
 use super::listener::Target;
 use super::rewrite;
 use super::sasl;
@@ -406,7 +406,7 @@ impl Link {
 
         let writer = tokio::spawn(client_writer(client_w, slot_rx, closing.clone()));
         let up_reader = tokio::spawn(upstream_reader(
-            FrameReader::new(up_r, max),
+            FrameReader::with_ahead(up_r, max, Ahead::Whole),
             pending_rx,
             Arc::clone(&shared),
             closing.clone(),

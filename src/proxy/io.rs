@@ -49,6 +49,19 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     max_frame_bytes: usize,
+    /// How far a frame's own buffer may be reserved ahead of its bytes.
+    ahead: Ahead,
+}
+
+/// How far ahead of arriving bytes a large frame's buffer is reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ahead {
+    /// Clients: at most [`AHEAD`] or eight times what has arrived.
+    Bounded,
+    /// The broker's responses (a Fetch response can be tens of MiB): the
+    /// whole announced frame at once, within the frame cap, so the frame
+    /// is read into one buffer without any copy.
+    Whole,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -59,10 +72,15 @@ const AHEAD: usize = 1024 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame_bytes: usize) -> Self {
+        Self::with_ahead(inner, max_frame_bytes, Ahead::Bounded)
+    }
+
+    pub fn with_ahead(inner: R, max_frame_bytes: usize, ahead: Ahead) -> Self {
         FrameReader {
             inner,
             buf: BytesMut::with_capacity(READ_CHUNK),
             max_frame_bytes,
+            ahead,
         }
     }
 
@@ -88,7 +106,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let n = match total {
                 Some(total) if total > READ_CHUNK => {
                     let missing = total - self.buf.len();
-                    let want = missing.min(AHEAD.max(self.buf.len() * 8));
+                    let want = match self.ahead {
+                        Ahead::Bounded => missing.min(AHEAD.max(self.buf.len() * 8)),
+                        Ahead::Whole => missing,
+                    };
                     if self.buf.capacity() - self.buf.len() < want {
                         self.buf.reserve(want);
                     }
@@ -208,6 +229,24 @@ mod tests {
             assert!(f.body()[..] == body[..]);
         }
         assert!(r.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn broker_frames_are_read_into_one_buffer() {
+        let n = 3 * AHEAD + 5;
+        let mut wire = (n as i32).to_be_bytes().to_vec();
+        wire.extend((0..n).map(|i| (i % 251) as u8));
+        let mut r = FrameReader::with_ahead(
+            SliceReader {
+                data: wire.clone(),
+                pos: 0,
+                step: 10_000,
+            },
+            100 * 1024 * 1024,
+            Ahead::Whole,
+        );
+        let f = r.next().await.unwrap().unwrap();
+        assert!(f.raw()[..] == wire[..]);
     }
 
     #[tokio::test]
