@@ -59,6 +59,9 @@ pub enum Scope {
     Anonymous,
     /// The SASL user name the broker accepted for the connection.
     Principal(Arc<str>),
+    /// The client certificate the proxy verified (`--tls-client-ca`), by
+    /// its subject: never the same scope as a SASL user of any name.
+    Certificate(Arc<str>),
     /// Authenticated by a mechanism whose principal the proxy cannot read:
     /// the connection only ever meets its own batches.
     Connection(u64),
@@ -974,6 +977,25 @@ mod tests {
         let mut other = key(1, 0);
         other.scope = Scope::Principal(Arc::from("mallory"));
         assert!(matches!(c.begin(other, id(0, 0, 9, 7)), Lookup::Fresh(_)));
+    }
+
+    #[test]
+    fn a_certificate_and_a_sasl_user_of_the_same_name_never_meet() {
+        let c = cache();
+        let name: Arc<str> = Arc::from("subject:3011");
+        let mut by_cert = key(1, 0);
+        by_cert.scope = Scope::Certificate(Arc::clone(&name));
+        let Lookup::Fresh(g) = c.begin(by_cert.clone(), id(0, 0, 9, 7)) else {
+            panic!()
+        };
+        g.commit(committed(42));
+        let mut by_user = key(1, 0);
+        by_user.scope = Scope::Principal(name);
+        assert!(matches!(c.begin(by_user, id(0, 0, 9, 7)), Lookup::Fresh(_)));
+        assert!(matches!(
+            c.begin(by_cert, id(0, 0, 9, 7)),
+            Lookup::Duplicate(_)
+        ));
     }
 
     #[test]

@@ -328,7 +328,7 @@ async fn run(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Sh
                 if let Some(cert) = s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                     // A certificate the client CA verified: until SASL names
                     // a user, the connection is scoped to its subject.
-                    scope = Scope::Principal(Arc::from(tls::client_identity(cert)));
+                    scope = Scope::Certificate(Arc::from(tls::client_identity(cert)));
                 }
                 ClientStream::Tls(Box::new(s))
             }
