@@ -65,9 +65,9 @@ pub enum Ahead {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
-/// A frame's own buffer grows ahead of its arriving bytes by at most this
-/// much, or eight times what has arrived: a length prefix alone never
-/// reserves more.
+/// A client frame's own buffer grows ahead of its arriving bytes by at
+/// most this much, or eight times what has arrived: a client's length
+/// prefix alone never reserves more.
 const AHEAD: usize = 1024 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
