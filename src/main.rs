@@ -13,7 +13,10 @@ fn init_logging(config: &Config) -> Result<(), String> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log_format {
-        LogFormat::Text => builder.init(),
+        // Colour codes only on a terminal, not in a log collector's files.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     Ok(())

@@ -145,6 +145,11 @@ async fn drain_overrun_is_logged_and_ends_the_process() {
         stderr.contains("drain overran the grace period"),
         "overrun logged: {stderr}"
     );
+    // stderr is a pipe here, as under a log collector: no colour codes.
+    assert!(
+        !stderr.contains('\x1b'),
+        "escape codes in piped logs: {stderr:?}"
+    );
 }
 
 #[tokio::test]
