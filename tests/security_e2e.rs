@@ -11,15 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::security::*;
+use common::verifiable::produce_request;
 use common::*;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, InitProducerIdRequest, MetadataRequest, ProduceRequest, ProduceResponse,
-    TopicName,
+    ApiVersionsRequest, InitProducerIdRequest, MetadataRequest, ProduceResponse,
 };
-use kafka_protocol::protocol::StrBytes;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::AsyncWriteExt;
@@ -28,21 +25,6 @@ use tokio::net::{TcpListener, TcpStream};
 const PRODUCE_VERSION: i16 = 9;
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 const SASL_AUTHENTICATION_FAILED: i16 = 58;
-
-fn produce(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(records)),
-                ]),
-        ])
-}
 
 fn first_partition(r: &ProduceResponse) -> (i16, i64) {
     let p = &r.responses[0].partition_responses[0];
@@ -362,7 +344,9 @@ async fn another_principal_replaying_a_batch_gets_the_brokers_refusal_not_a_synt
     let mut refused = false;
     for i in 0..40 {
         let b = verifiable::batch(-1, -1, -1, 1, &format!("bob-own-{i}"), false);
-        let r = bob.call(PRODUCE_VERSION, &produce(&topic, 0, b)).await;
+        let r = bob
+            .call(PRODUCE_VERSION, &produce_request(None, &topic, 0, b))
+            .await;
         if first_partition(&r).0 == TOPIC_AUTHORIZATION_FAILED {
             refused = true;
             break;
@@ -403,15 +387,21 @@ async fn another_principal_replaying_a_batch_gets_the_brokers_refusal_not_a_synt
     );
     let (code, offset) = first_partition(
         &alice
-            .call(PRODUCE_VERSION, &produce(&topic, 0, b.clone()))
+            .call(
+                PRODUCE_VERSION,
+                &produce_request(None, &topic, 0, b.clone()),
+            )
             .await,
     );
     assert_eq!(code, 0, "alice may write");
 
     // Bob replays alice's batch byte for byte: the broker decides.
     let (code, _) = first_partition(
-        &bob.call(PRODUCE_VERSION, &produce(&topic, 0, b.clone()))
-            .await,
+        &bob.call(
+            PRODUCE_VERSION,
+            &produce_request(None, &topic, 0, b.clone()),
+        )
+        .await,
     );
     assert_eq!(
         code, TOPIC_AUTHORIZATION_FAILED,
@@ -425,7 +415,10 @@ async fn another_principal_replaying_a_batch_gets_the_brokers_refusal_not_a_synt
         // proxy alone.
         let answered = tokio::time::timeout(
             Duration::from_secs(5),
-            alice.call(PRODUCE_VERSION, &produce(&topic, 0, b.clone())),
+            alice.call(
+                PRODUCE_VERSION,
+                &produce_request(None, &topic, 0, b.clone()),
+            ),
         )
         .await
         .expect("the proxy answers alice's committed duplicate without the broker");
@@ -435,7 +428,10 @@ async fn another_principal_replaying_a_batch_gets_the_brokers_refusal_not_a_synt
         // the (paused) broker.
         let bob_again = tokio::time::timeout(
             Duration::from_secs(3),
-            bob.call(PRODUCE_VERSION, &produce(&topic, 0, b.clone())),
+            bob.call(
+                PRODUCE_VERSION,
+                &produce_request(None, &topic, 0, b.clone()),
+            ),
         )
         .await;
         assert!(
