@@ -69,58 +69,44 @@ async fn java_idempotent_producer_over_sasl_ssl_scram_through_a_tls_proxy_delive
     let topic = unique("sec-java");
     create_topic(&topic, 3).await;
 
-    let mut args: Vec<String> = [
-        "produce",
-        "--bootstrap",
-        &p.bootstrap,
-        "--topic",
-        &topic,
-        "--count",
-        "300",
-        "--idempotence",
-        "true",
-        "--linger-ms",
-        "5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra_args(&java_scram(
-        "SCRAM-SHA-512",
-        "alice",
-        "alice-secret",
-        &ca.cert(),
-    )));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out, err) = harness_outcome(&refs).await;
+    let (ok, out, err) = harness_outcome(
+        &[
+            "produce",
+            "--bootstrap",
+            &p.bootstrap,
+            "--topic",
+            &topic,
+            "--count",
+            "300",
+            "--idempotence",
+            "true",
+            "--linger-ms",
+            "5",
+        ],
+        &java_scram("SCRAM-SHA-512", "alice", "alice-secret", &ca.cert()),
+    )
+    .await;
     assert!(ok, "SCRAM-SHA-512 producer through the proxy: {out} {err}");
     assert_eq!(out["acked"], 300, "{out}");
 
     // Read back with the other SCRAM mechanism, through the same proxy.
-    let mut args: Vec<String> = [
-        "consume",
-        "--bootstrap",
-        &p.bootstrap,
-        "--topic",
-        &topic,
-        "--from-beginning",
-        "--expect",
-        "300",
-        "--timeout-ms",
-        "30000",
-        "--no-records",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra_args(&java_scram(
-        "SCRAM-SHA-256",
-        "bob",
-        "bob-secret",
-        &ca.cert(),
-    )));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out, err) = harness_outcome(&refs).await;
+    let (ok, out, err) = harness_outcome(
+        &[
+            "consume",
+            "--bootstrap",
+            &p.bootstrap,
+            "--topic",
+            &topic,
+            "--from-beginning",
+            "--expect",
+            "300",
+            "--timeout-ms",
+            "30000",
+            "--no-records",
+        ],
+        &java_scram("SCRAM-SHA-256", "bob", "bob-secret", &ca.cert()),
+    )
+    .await;
     assert!(ok, "SCRAM-SHA-256 consumer through the proxy: {out} {err}");
     assert_eq!(out["count"], 300, "{out}");
     assert_eq!(out["duplicates"], 0, "{out}");
@@ -219,18 +205,11 @@ async fn wrong_password_is_refused_by_the_broker_and_the_refusal_reaches_the_cli
 
     // The Java client with SCRAM-SHA-512 through the TLS listener.
     let p = start_sasl_proxy(Some((&cert, &key)), &[]).await;
-    let mut args: Vec<String> = ["cluster", "--bootstrap", &p.bootstrap, "--nodes-only"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(extra_args(&java_scram(
-        "SCRAM-SHA-512",
-        "alice",
-        "not-her-password",
-        &ca.cert(),
-    )));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out, err) = harness_outcome(&refs).await;
+    let (ok, out, err) = harness_outcome(
+        &["cluster", "--bootstrap", &p.bootstrap, "--nodes-only"],
+        &java_scram("SCRAM-SHA-512", "alice", "not-her-password", &ca.cert()),
+    )
+    .await;
     assert!(!ok, "a wrong password must not get in: {out}");
     let error = out["error"].as_str().unwrap_or_default();
     assert!(
@@ -286,21 +265,24 @@ async fn plaintext_client_on_the_tls_listener_is_closed_and_other_connections_ca
     let topic = unique("sec-after-plain");
     create_topic(&topic, 1).await;
     let trust = format!("ssl.truststore.location={}", ca.cert().display());
-    let (ok, out, err) = harness_outcome(&[
-        "produce",
-        "--bootstrap",
-        &p.bootstrap,
-        "--topic",
-        &topic,
-        "--count",
-        "20",
-        "--extra",
-        "security.protocol=SSL",
-        "--extra",
-        "ssl.truststore.type=PEM",
-        "--extra",
-        &trust,
-    ])
+    let (ok, out, err) = harness_outcome(
+        &[
+            "produce",
+            "--bootstrap",
+            &p.bootstrap,
+            "--topic",
+            &topic,
+            "--count",
+            "20",
+            "--extra",
+            "security.protocol=SSL",
+            "--extra",
+            "ssl.truststore.type=PEM",
+            "--extra",
+            &trust,
+        ],
+        &[],
+    )
     .await;
     assert!(ok, "{out} {err}");
     assert_eq!(out["acked"], 20, "{out}");

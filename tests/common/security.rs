@@ -193,13 +193,14 @@ pub async fn sasl_plain(conn: &mut RawConn, user: &str, password: &str) -> (i16,
     (resp.error_code, resp.error_message.map(|m| m.to_string()))
 }
 
-/// Runs the Java client harness and returns (exit success, its JSON line,
-/// stderr), failing or not.
-pub async fn harness_outcome(args: &[&str]) -> (bool, serde_json::Value, String) {
-    let mut full = vec!["run", "ClientHarness"];
-    full.extend_from_slice(args);
+/// Runs the Java client harness with extra client properties (`--extra
+/// k=v` each) and returns (exit success, its JSON line, stderr), failing or
+/// not.
+pub async fn harness_outcome(args: &[&str], props: &[String]) -> (bool, serde_json::Value, String) {
     let out = tokio::process::Command::new(super::repo().join("scripts/kafka"))
-        .args(&full)
+        .args(["run", "ClientHarness"])
+        .args(args)
+        .args(props.iter().flat_map(|p| ["--extra", p.as_str()]))
         .output()
         .await
         .expect("scripts/kafka run ClientHarness");
@@ -229,12 +230,4 @@ pub fn java_scram(mechanism: &str, user: &str, password: &str, ca: &Path) -> Vec
         "ssl.truststore.type=PEM".into(),
         format!("ssl.truststore.location={}", s(ca)),
     ]
-}
-
-/// `--extra k=v` arguments for the harness.
-pub fn extra_args(props: &[String]) -> Vec<String> {
-    props
-        .iter()
-        .flat_map(|p| ["--extra".to_string(), p.clone()])
-        .collect()
 }
