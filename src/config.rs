@@ -20,6 +20,16 @@ pub enum DedupMode {
     Off,
 }
 
+impl From<DedupMode> for crate::dedup::Mode {
+    fn from(m: DedupMode) -> Self {
+        match m {
+            DedupMode::On => crate::dedup::Mode::On,
+            DedupMode::Observe => crate::dedup::Mode::Observe,
+            DedupMode::Off => crate::dedup::Mode::Off,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,

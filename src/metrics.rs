@@ -198,15 +198,52 @@ pub fn record_upstream_duration(api_key: i16, seconds: f64) {
     .record(seconds);
 }
 
-/// `kdp_produce_batches_total{outcome}` + 1; `outcome` is one of
+/// `kdp_produce_batches_total{outcome}` + `n`; `outcome` is one of
 /// [`outcome::ALL`].
-pub fn count_batch(outcome_label: &'static str) {
+pub fn count_batches(outcome_label: &'static str, n: u32) {
+    if n == 0 {
+        return;
+    }
     let make = || metrics::counter!(PRODUCE_BATCHES_TOTAL, "outcome" => outcome_label);
     let idx = outcome::ALL.iter().position(|o| *o == outcome_label);
     match (HOT.get(), idx) {
-        (Some(h), Some(i)) => h.produce_batches[i].get_or_init(make).increment(1),
-        _ => make().increment(1),
+        (Some(h), Some(i)) => h.produce_batches[i]
+            .get_or_init(make)
+            .increment(u64::from(n)),
+        _ => make().increment(u64::from(n)),
     }
+}
+
+/// Publishes what dedup did with one request's batches.
+pub fn record_outcomes(o: &crate::dedup::Outcomes) {
+    count_batches(outcome::FORWARDED, o.forwarded);
+    count_batches(outcome::DUPLICATE, o.duplicate);
+    count_batches(outcome::COALESCED, o.coalesced);
+    count_batches(outcome::UNCACHEABLE, o.uncacheable);
+    count_batches(outcome::OBSERVED_DUPLICATE, o.observed_duplicate);
+    if o.bytes_saved > 0 {
+        count_bytes_saved(o.bytes_saved);
+    }
+}
+
+/// Publishes the dedup cache's size and the evictions since `published`
+/// (the totals this caller published last, updated here).
+pub fn record_cache(
+    cache: &crate::dedup::DedupCache,
+    published: &mut crate::dedup::cache::Evictions,
+) {
+    metrics::gauge!(DEDUP_CACHE_ENTRIES).set(cache.len() as f64);
+    let now = cache.evictions();
+    for (reason, n, was) in [
+        ("epoch", now.epoch, published.epoch),
+        ("capacity", now.capacity, published.capacity),
+        ("ttl", now.ttl, published.ttl),
+    ] {
+        if n > was {
+            metrics::counter!(DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => reason).increment(n - was);
+        }
+    }
+    *published = now;
 }
 
 /// `kdp_dedup_bytes_saved_total` + `n`.

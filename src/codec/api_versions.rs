@@ -6,24 +6,20 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::api::API_VERSIONS;
+use super::api::{API_VERSIONS_VERSIONS, check_parsed_version};
 use super::error::CodecError;
 use super::primitives::*;
 
-pub const MAX_VERSION: i16 = 4;
-const FIRST_FLEXIBLE: i16 = 3;
+pub const MAX_VERSION: i16 = match API_VERSIONS_VERSIONS.max_version {
+    Some(v) => v,
+    None => i16::MAX,
+};
+const FIRST_FLEXIBLE: i16 = API_VERSIONS_VERSIONS.first_flexible;
 /// UNSUPPORTED_VERSION.
 pub const UNSUPPORTED_VERSION: i16 = 35;
 
 fn check_version(version: i16) -> Result<(), CodecError> {
-    if (0..=MAX_VERSION).contains(&version) {
-        Ok(())
-    } else {
-        Err(CodecError::UnsupportedVersion {
-            api_key: API_VERSIONS,
-            version,
-        })
-    }
+    check_parsed_version(&API_VERSIONS_VERSIONS, version)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

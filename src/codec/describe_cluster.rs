@@ -4,21 +4,17 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::api::DESCRIBE_CLUSTER;
+use super::api::{DESCRIBE_CLUSTER_VERSIONS, check_parsed_version};
 use super::error::CodecError;
 use super::primitives::*;
 
-pub const MAX_VERSION: i16 = 2;
+pub const MAX_VERSION: i16 = match DESCRIBE_CLUSTER_VERSIONS.max_version {
+    Some(v) => v,
+    None => i16::MAX,
+};
 
 fn check_version(version: i16) -> Result<(), CodecError> {
-    if (0..=MAX_VERSION).contains(&version) {
-        Ok(())
-    } else {
-        Err(CodecError::UnsupportedVersion {
-            api_key: DESCRIBE_CLUSTER,
-            version,
-        })
-    }
+    check_parsed_version(&DESCRIBE_CLUSTER_VERSIONS, version)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

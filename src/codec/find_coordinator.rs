@@ -4,23 +4,19 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::api::FIND_COORDINATOR;
+use super::api::{FIND_COORDINATOR_VERSIONS, check_parsed_version};
 use super::error::CodecError;
 use super::primitives::*;
 
-pub const MAX_VERSION: i16 = 6;
-const FIRST_FLEXIBLE: i16 = 3;
+pub const MAX_VERSION: i16 = match FIND_COORDINATOR_VERSIONS.max_version {
+    Some(v) => v,
+    None => i16::MAX,
+};
+const FIRST_FLEXIBLE: i16 = FIND_COORDINATOR_VERSIONS.first_flexible;
 const FIRST_BATCHED: i16 = 4;
 
 fn check_version(version: i16) -> Result<(), CodecError> {
-    if (0..=MAX_VERSION).contains(&version) {
-        Ok(())
-    } else {
-        Err(CodecError::UnsupportedVersion {
-            api_key: FIND_COORDINATOR,
-            version,
-        })
-    }
+    check_parsed_version(&FIND_COORDINATOR_VERSIONS, version)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

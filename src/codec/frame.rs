@@ -6,7 +6,6 @@
 //! a single byte of the body is buffered.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
 
 use super::error::CodecError;
 
@@ -47,54 +46,6 @@ impl Frame {
     /// The bytes after the length prefix.
     pub fn body(&self) -> Bytes {
         self.raw.slice(LENGTH_PREFIX..)
-    }
-}
-
-/// tokio-util codec for Kafka frames with a size cap.
-#[derive(Debug, Clone)]
-pub struct FrameCodec {
-    max_frame_bytes: usize,
-}
-
-impl FrameCodec {
-    pub fn new(max_frame_bytes: usize) -> Self {
-        FrameCodec { max_frame_bytes }
-    }
-}
-
-impl Default for FrameCodec {
-    fn default() -> Self {
-        FrameCodec::new(DEFAULT_MAX_FRAME_BYTES)
-    }
-}
-
-/// Errors of the framing layer: I/O, or a length we refuse.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-}
-
-impl Decoder for FrameCodec {
-    type Item = Frame;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        match decode_frame(src, self.max_frame_bytes)? {
-            Some(f) => Ok(Some(f)),
-            None => Ok(None),
-        }
-    }
-}
-
-impl Encoder<Bytes> for FrameCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), FrameError> {
-        dst.extend_from_slice(&item);
-        Ok(())
     }
 }
 

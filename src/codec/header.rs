@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::api::{API_VERSIONS, first_flexible_version};
+use super::api::{API_VERSIONS, first_flexible_version, is_flexible};
 use super::error::CodecError;
 use super::primitives::*;
 
@@ -22,10 +22,6 @@ pub struct RequestHeader {
     pub client_id: Option<String>,
     /// v2+.
     pub tagged_fields: TaggedFields,
-}
-
-fn is_flexible(api_key: i16, api_version: i16) -> bool {
-    first_flexible_version(api_key).is_some_and(|v| api_version >= v)
 }
 
 /// Request header version for an API we know; `None` when the proxy does
@@ -94,6 +90,12 @@ pub struct ResponseHeader {
     pub correlation_id: i32,
     /// v1+.
     pub tagged_fields: TaggedFields,
+}
+
+/// The correlation id a response frame's body starts with, whatever its
+/// header version: enough to match it to its request.
+pub fn peek_correlation_id(body: &[u8]) -> Option<i32> {
+    parse_i32(body).ok().map(|(_, c)| c)
 }
 
 pub fn parse_response_header(i: &[u8], header_version: i16) -> PResult<'_, ResponseHeader> {

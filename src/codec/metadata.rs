@@ -4,22 +4,18 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::api::METADATA;
+use super::api::{METADATA_VERSIONS, check_parsed_version};
 use super::error::CodecError;
 use super::primitives::*;
 
-pub const MAX_VERSION: i16 = 13;
-const FIRST_FLEXIBLE: i16 = 9;
+pub const MAX_VERSION: i16 = match METADATA_VERSIONS.max_version {
+    Some(v) => v,
+    None => i16::MAX,
+};
+const FIRST_FLEXIBLE: i16 = METADATA_VERSIONS.first_flexible;
 
 fn check_version(version: i16) -> Result<(), CodecError> {
-    if (0..=MAX_VERSION).contains(&version) {
-        Ok(())
-    } else {
-        Err(CodecError::UnsupportedVersion {
-            api_key: METADATA,
-            version,
-        })
-    }
+    check_parsed_version(&METADATA_VERSIONS, version)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

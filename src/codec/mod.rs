@@ -5,7 +5,9 @@
 //! * [`primitives`]: ints, varints, strings, bytes, arrays, tagged fields.
 //! * one module per message family the proxy reads or rewrites:
 //!   [`produce`], [`api_versions`], [`metadata`], [`find_coordinator`],
-//!   [`describe_cluster`], plus the [`record_batch`] header.
+//!   [`describe_cluster`], [`producer_epoch`] (InitProducerId/EndTxn), the
+//!   SASL fields in [`sasl`], plus the [`record_batch`] header.
+//! * [`api`]: API keys, names and the one table of version ranges.
 //!
 //! Every parser works on a complete frame, checks each length against the
 //! remaining input before taking bytes, and returns a [`CodecError`]
@@ -23,6 +25,7 @@ pub mod primitives;
 pub mod produce;
 pub mod producer_epoch;
 pub mod record_batch;
+pub mod sasl;
 
 pub use error::CodecError;
-pub use frame::{Frame, FrameCodec};
+pub use frame::Frame;

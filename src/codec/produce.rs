@@ -7,24 +7,20 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::api::PRODUCE;
+use super::api::{PRODUCE_VERSIONS, check_parsed_version};
 use super::error::CodecError;
 use super::primitives::*;
 
-pub const MIN_VERSION: i16 = 3;
-pub const MAX_VERSION: i16 = 13;
-const FIRST_FLEXIBLE: i16 = 9;
+pub const MIN_VERSION: i16 = PRODUCE_VERSIONS.min_parsed;
+pub const MAX_VERSION: i16 = match PRODUCE_VERSIONS.max_version {
+    Some(v) => v,
+    None => i16::MAX,
+};
+const FIRST_FLEXIBLE: i16 = PRODUCE_VERSIONS.first_flexible;
 const FIRST_TOPIC_ID: i16 = 13;
 
 fn check_version(version: i16) -> Result<(), CodecError> {
-    if (MIN_VERSION..=MAX_VERSION).contains(&version) {
-        Ok(())
-    } else {
-        Err(CodecError::UnsupportedVersion {
-            api_key: PRODUCE,
-            version,
-        })
-    }
+    check_parsed_version(&PRODUCE_VERSIONS, version)
 }
 
 /// A topic as Produce names it: by name up to v12, by id from v13.
@@ -80,6 +76,20 @@ pub struct ProduceRequest {
     pub timeout_ms: i32,
     pub topics: Vec<TopicProduceData>,
     pub tagged_fields: TaggedFields,
+}
+
+/// `acks` of a Produce request body (after the header), read even when the
+/// rest would not parse: it decides whether a response is expected at all.
+/// Works for every version (before v3 there is no transactional id).
+pub fn parse_acks(body: &[u8], version: i16) -> Option<i16> {
+    let body = if version >= 3 {
+        parse_nullable_string(body, version >= FIRST_FLEXIBLE)
+            .ok()?
+            .0
+    } else {
+        body
+    };
+    parse_i16(body).ok().map(|(_, a)| a)
 }
 
 /// Parses a Produce request body. `body` is the frame slice that holds the

@@ -39,8 +39,6 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 use tokio::sync::oneshot;
 
-use crate::metrics as m;
-
 /// A topic as the cache keys it: by name, or by id when Produce v13 named
 /// an id whose name the proxy has not yet seen in a Metadata response.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -447,6 +445,28 @@ pub struct DedupCache {
     started: Instant,
     next_token: AtomicU64,
     entries: AtomicUsize,
+    evicted: EvictionCounts,
+}
+
+/// Producer-partitions (or, for `epoch`, batches) the cache let go, by
+/// reason, since it was created. The cache only counts; whoever runs it
+/// publishes the counts (the proxy as `kdp_dedup_cache_evictions_total`).
+#[derive(Debug, Default)]
+struct EvictionCounts {
+    epoch: AtomicU64,
+    capacity: AtomicU64,
+    ttl: AtomicU64,
+}
+
+/// A reading of [`DedupCache::evictions`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evictions {
+    /// Batches dropped because a higher producer epoch cleared their window.
+    pub epoch: u64,
+    /// Producer-partitions evicted to stay within the capacity.
+    pub capacity: u64,
+    /// Producer-partitions dropped after the idle TTL.
+    pub ttl: u64,
 }
 
 const SHARDS: usize = 64;
@@ -465,7 +485,6 @@ impl DedupCache {
     /// up to 64).
     pub fn new(window: usize, max_producer_partitions: usize, idle_ttl: Duration) -> Arc<Self> {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect();
-        metrics::gauge!(m::DEDUP_CACHE_CAPACITY).set(max_producer_partitions as f64);
         let fenced = (0..SHARDS)
             .map(|_| Mutex::new(std::collections::HashMap::with_hasher(RandomState::new())))
             .collect();
@@ -483,6 +502,7 @@ impl DedupCache {
             started: Instant::now(),
             next_token: AtomicU64::new(1),
             entries: AtomicUsize::new(0),
+            evicted: EvictionCounts::default(),
         })
     }
 
@@ -493,6 +513,20 @@ impl DedupCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The most producer-partitions it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// What was evicted so far, by reason.
+    pub fn evictions(&self) -> Evictions {
+        Evictions {
+            epoch: self.evicted.epoch.load(Ordering::Relaxed),
+            capacity: self.evicted.capacity.load(Ordering::Relaxed),
+            ttl: self.evicted.ttl.load(Ordering::Relaxed),
+        }
     }
 
     fn now(&self) -> u32 {
@@ -584,8 +618,9 @@ impl DedupCache {
             let dropped = w.clear();
             w.slot.epoch = batch.epoch;
             if dropped > 0 {
-                metrics::counter!(m::DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => "epoch")
-                    .increment(dropped as u64);
+                self.evicted
+                    .epoch
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
             }
         }
         if let Some(i) = w.find(batch.base_sequence, batch.last_sequence) {
@@ -717,7 +752,7 @@ impl DedupCache {
                 continue;
             }
             self.remove_slot(shard, idx);
-            metrics::counter!(m::DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => "capacity").increment(1);
+            self.evicted.capacity.fetch_add(1, Ordering::Relaxed);
             return;
         }
     }
@@ -782,11 +817,9 @@ impl DedupCache {
                 }
             }
         }
-        if removed > 0 {
-            metrics::counter!(m::DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => "ttl")
-                .increment(removed as u64);
-        }
-        metrics::gauge!(m::DEDUP_CACHE_ENTRIES).set(self.len() as f64);
+        self.evicted
+            .ttl
+            .fetch_add(removed as u64, Ordering::Relaxed);
         removed
     }
 }

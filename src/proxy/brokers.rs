@@ -1,20 +1,28 @@
 //! Broker registry: node id → real upstream address, and the per-broker
 //! listener the proxy serves that node on (port = base + node id).
 //!
-//! Listeners are opened the first time a node id is seen (in the start-up
-//! probe or in any Metadata response relayed to a client) and before the
-//! response that names it reaches the client, so a client can always
-//! connect to an address it was just given.
+//! Listeners are bound the first time a node id is seen (in the start-up
+//! probe or in any response relayed to a client that names brokers) and
+//! before the response that names it reaches the client, so a client can
+//! always connect to an address it was just given. The registry only binds;
+//! the top of the proxy serves what it bound (see `proxy::serve_new_listeners`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
-use super::Shared;
-use super::listener::{Target, run_listener};
 use crate::metrics as m;
+
+/// A broker listener bound for a node id seen for the first time, handed to
+/// whoever serves listeners (the top of the proxy).
+#[derive(Debug)]
+pub struct NewListener {
+    pub node_id: i32,
+    pub listener: TcpListener,
+}
 
 #[derive(Debug)]
 struct BrokerEntry {
@@ -28,16 +36,25 @@ pub struct BrokerRegistry {
     advertised_host: String,
     port_base: u16,
     listen_ip: IpAddr,
+    opened: mpsc::UnboundedSender<NewListener>,
 }
 
 impl BrokerRegistry {
-    pub fn new(advertised_host: String, port_base: u16, listen_ip: IpAddr) -> Self {
-        BrokerRegistry {
+    /// A registry and the receiving end of the listeners it binds.
+    pub fn new(
+        advertised_host: String,
+        port_base: u16,
+        listen_ip: IpAddr,
+    ) -> (Self, mpsc::UnboundedReceiver<NewListener>) {
+        let (opened, rx) = mpsc::unbounded_channel();
+        let reg = BrokerRegistry {
             inner: Mutex::new(HashMap::new()),
             advertised_host,
             port_base,
             listen_ip,
-        }
+            opened,
+        };
+        (reg, rx)
     }
 
     /// The documented, deterministic port of node `node_id`.
@@ -72,47 +89,56 @@ impl BrokerRegistry {
     }
 }
 
-/// Records the brokers a Metadata (or DescribeCluster) answer names and
-/// opens a listener for every node id seen for the first time.
-pub fn observe_brokers(
-    shared: &Arc<Shared>,
-    brokers: impl IntoIterator<Item = (i32, String, i32)>,
-) {
-    let reg = &shared.brokers;
-    let mut map = reg.lock();
-    for (node_id, host, port) in brokers {
-        let upstream = shared.config.map_broker_address(&format!("{host}:{port}"));
-        let entry = map.entry(node_id).or_insert_with(|| BrokerEntry {
-            upstream: upstream.clone(),
-            listening: false,
-        });
-        if entry.upstream != upstream {
-            tracing::info!(node_id, old = %entry.upstream, new = %upstream, "broker address changed");
-            entry.upstream = upstream;
-        }
-        if entry.listening || shared.shutdown.is_cancelled() {
-            continue;
-        }
-        let Some(port) = reg.port_of(node_id) else {
-            tracing::error!(
-                node_id,
-                base = reg.port_base,
-                "broker node id gives no valid port; not served"
-            );
-            continue;
-        };
-        let addr = SocketAddr::new(reg.listen_ip, port);
-        match bind(addr) {
-            Ok(listener) => {
-                entry.listening = true;
-                metrics::gauge!(m::BROKER_LISTENERS).increment(1.0);
-                tracing::info!(node_id, %addr, upstream = %entry.upstream, "broker listener open");
-                let shared2 = Arc::clone(shared);
-                shared
-                    .tracker
-                    .spawn(run_listener(listener, Target::Broker(node_id), shared2));
+impl BrokerRegistry {
+    /// Records the brokers a response names (`real_address` maps the
+    /// address the cluster reports to the one the proxy dials). Every node
+    /// id seen for the first time gets its listener bound here, before the
+    /// response that names it reaches the client, so a client can always
+    /// connect to an address it was just given; the bound listener is
+    /// handed on to be served. With `open_listeners` false (draining)
+    /// addresses are still recorded.
+    pub fn observe(
+        &self,
+        brokers: impl IntoIterator<Item = (i32, String, i32)>,
+        real_address: impl Fn(&str) -> String,
+        open_listeners: bool,
+    ) {
+        let mut map = self.lock();
+        for (node_id, host, port) in brokers {
+            let upstream = real_address(&format!("{host}:{port}"));
+            let entry = map.entry(node_id).or_insert_with(|| BrokerEntry {
+                upstream: upstream.clone(),
+                listening: false,
+            });
+            if entry.upstream != upstream {
+                tracing::info!(node_id, old = %entry.upstream, new = %upstream, "broker address changed");
+                entry.upstream = upstream;
             }
-            Err(e) => tracing::error!(node_id, %addr, error = %e, "cannot open broker listener"),
+            if entry.listening || !open_listeners {
+                continue;
+            }
+            let Some(port) = self.port_of(node_id) else {
+                tracing::error!(
+                    node_id,
+                    base = self.port_base,
+                    "broker node id gives no valid port; not served"
+                );
+                continue;
+            };
+            let addr = SocketAddr::new(self.listen_ip, port);
+            match bind(addr) {
+                Ok(listener) => {
+                    entry.listening = true;
+                    metrics::gauge!(m::BROKER_LISTENERS).increment(1.0);
+                    tracing::info!(node_id, %addr, upstream = %entry.upstream, "broker listener open");
+                    // Nobody serves listeners any more only while the
+                    // proxy stops.
+                    let _ = self.opened.send(NewListener { node_id, listener });
+                }
+                Err(e) => {
+                    tracing::error!(node_id, %addr, error = %e, "cannot open broker listener")
+                }
+            }
         }
     }
 }

@@ -11,7 +11,17 @@ use tokio::net::TcpStream;
 
 use super::tls::UpstreamTls;
 use crate::codec::CodecError;
-use crate::codec::frame::{Frame, FrameError, LENGTH_PREFIX, decode_frame};
+use crate::codec::frame::{Frame, LENGTH_PREFIX, decode_frame};
+
+/// Errors of reading frames from a socket: I/O, or a frame the codec
+/// refuses (a length outside the cap, a cut frame).
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
 
 /// A connection to a broker.
 pub enum BrokerStream {

@@ -8,26 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::Shared;
-use super::connection;
+use super::connection::{self, Target};
 use crate::metrics as m;
-
-/// Which upstream a listener's connections go to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// Any of the configured bootstrap servers.
-    Bootstrap,
-    /// The broker with this node id.
-    Broker(i32),
-}
-
-impl Target {
-    pub fn label(self) -> &'static str {
-        match self {
-            Target::Bootstrap => "bootstrap",
-            Target::Broker(_) => "broker",
-        }
-    }
-}
 
 pub async fn run_listener(listener: TcpListener, target: Target, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(10);

@@ -3,10 +3,14 @@
 //!
 //! * [`listener`]: accept loops with a connection limit.
 //! * [`connection`]: one client connection ↔ one upstream connection,
-//!   responses strictly in request order.
+//!   responses strictly in request order; a folder whose files are the
+//!   stages a request passes.
 //! * [`rewrite`]: broker endpoints → proxy endpoints, ApiVersions clamp.
-//! * [`brokers`]: node id → upstream address and per-broker listeners.
-//! * [`sasl`]: the SASL user of a connection, to scope the dedup cache.
+//! * [`brokers`]: node id → upstream address; binds per-broker listeners,
+//!   which this module serves (no file below imports upward).
+//! * [`shared`]: the state every listener and connection shares.
+//! * [`error`]: why a connection closes, by the side that caused it.
+//! * [`io`]: frame reading and vectored writing on sockets.
 //! * [`tls`]: TLS termination for clients, TLS origination to brokers.
 //! * [`topics`]: topic id → name for Produce v13.
 //! * [`probe`]: the proxy's own Metadata probe (readiness, listeners).
@@ -14,62 +18,28 @@
 
 pub mod brokers;
 pub mod connection;
+pub mod error;
 pub mod http;
 pub mod io;
 pub mod listener;
 pub mod probe;
 pub mod rewrite;
-pub mod sasl;
+pub mod shared;
 pub mod tls;
 pub mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::dedup::DedupCache;
-use brokers::{BrokerRegistry, bind_listener};
-use listener::{Target, run_listener};
-use topics::TopicNames;
-
-/// State shared by every listener and connection of one proxy.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    pub cache: Arc<DedupCache>,
-    pub brokers: BrokerRegistry,
-    pub topics: TopicNames,
-    pub upstream_up: AtomicBool,
-    pub probes_failed: AtomicUsize,
-    pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
-    pub conn_limit: Arc<Semaphore>,
-    /// TLS on the client listeners, when configured.
-    pub tls_server: Option<Arc<tls::ServerTls>>,
-    /// TLS to the brokers, when configured.
-    pub tls_upstream: Option<Arc<tls::UpstreamTls>>,
-    next_bootstrap: AtomicUsize,
-}
-
-impl Shared {
-    /// Bootstrap servers, starting at a rotating position so new
-    /// connections spread over them.
-    pub fn bootstrap_rotation(&self) -> Vec<String> {
-        let mut v = self.config.upstream_servers();
-        if !v.is_empty() {
-            let start = self.next_bootstrap.fetch_add(1, Ordering::Relaxed) % v.len();
-            v.rotate_left(start);
-        }
-        v
-    }
-}
+use brokers::{NewListener, bind_listener};
+use connection::Target;
+use listener::run_listener;
+pub use shared::Shared;
 
 /// A running proxy.
 #[derive(Debug)]
@@ -102,29 +72,9 @@ impl Proxy {
         if config.broker_port_base.is_none() {
             config.broker_port_base = Some(bootstrap_addr.port().wrapping_add(1));
         }
-        let cache = DedupCache::new(
-            config.dedup_window,
-            config.cache_max_producer_partitions,
-            Duration::from_secs(config.cache_idle_ttl_seconds),
-        );
-        let shared = Arc::new(Shared {
-            brokers: BrokerRegistry::new(
-                config.advertised_host.clone(),
-                config.broker_port_base(),
-                bootstrap_addr.ip(),
-            ),
-            conn_limit: Arc::new(Semaphore::new(config.max_connections)),
-            tls_server,
-            tls_upstream,
-            config,
-            cache,
-            topics: TopicNames::default(),
-            upstream_up: AtomicBool::new(false),
-            probes_failed: AtomicUsize::new(0),
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            next_bootstrap: AtomicUsize::new(0),
-        });
+        let (shared, new_listeners) =
+            Shared::new(config, bootstrap_addr.ip(), tls_server, tls_upstream);
+        tokio::spawn(serve_new_listeners(new_listeners, Arc::clone(&shared)));
         tracing::info!(
             listen = %bootstrap_addr,
             advertised_host = %shared.config.advertised_host,
@@ -197,10 +147,32 @@ impl Proxy {
     }
 }
 
-/// Publishes the cache size every second and drops idle producer-partitions
-/// every quarter TTL (at most every minute).
+/// Serves every broker listener the registry binds (for node ids seen in
+/// responses after start-up too), until the proxy stops.
+async fn serve_new_listeners(mut rx: mpsc::UnboundedReceiver<NewListener>, shared: Arc<Shared>) {
+    loop {
+        let next = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            l = rx.recv() => l,
+        };
+        let Some(NewListener { node_id, listener }) = next else {
+            return;
+        };
+        shared.tracker.spawn(run_listener(
+            listener,
+            Target::Broker(node_id),
+            Arc::clone(&shared),
+        ));
+    }
+}
+
+/// Publishes the cache size and evictions every second and drops idle
+/// producer-partitions every quarter TTL (at most every minute).
 async fn sweep_cache(shared: Arc<Shared>) {
     let sweep_every = (shared.config.cache_idle_ttl_seconds / 4).clamp(1, 60);
+    let cache = shared.dedup.cache();
+    metrics::gauge!(crate::metrics::DEDUP_CACHE_CAPACITY).set(cache.capacity() as f64);
+    let mut published = Default::default();
     let mut ticks = 0u64;
     loop {
         tokio::select! {
@@ -209,8 +181,8 @@ async fn sweep_cache(shared: Arc<Shared>) {
         }
         ticks += 1;
         if ticks.is_multiple_of(sweep_every) {
-            shared.cache.sweep_idle();
+            cache.sweep_idle();
         }
-        metrics::gauge!(crate::metrics::DEDUP_CACHE_ENTRIES).set(shared.cache.len() as f64);
+        crate::metrics::record_cache(cache, &mut published);
     }
 }

@@ -11,10 +11,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::Shared;
-use super::brokers::observe_brokers;
-use super::io::{BrokerStream, FrameReader, dial_broker};
+use super::io::{BrokerStream, FrameError, FrameReader, dial_broker};
 use crate::codec::api::{API_VERSIONS, METADATA};
-use crate::codec::frame::{Frame, FrameError};
+use crate::codec::frame::Frame;
 use crate::codec::header::{RequestHeader, parse_response_header, put_request_header};
 use crate::codec::metadata::{MetadataRequest, encode_metadata_request, parse_metadata_response};
 use crate::codec::primitives::TaggedFields;
@@ -106,10 +105,7 @@ async fn metadata_of<S: AsyncRead + AsyncWrite + Unpin>(
     let (rest, _) = parse_response_header(&body, 0).map_err(|e| format!("{e:?}"))?;
     let r = parse_metadata_response(rest, PROBE_VERSION).map_err(|e| e.to_string())?;
     let n = r.brokers.len();
-    observe_brokers(
-        shared,
-        r.brokers.into_iter().map(|b| (b.node_id, b.host, b.port)),
-    );
+    shared.observe_brokers(r.brokers.into_iter().map(|b| (b.node_id, b.host, b.port)));
     Ok(Some(n))
 }
 

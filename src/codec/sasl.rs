@@ -1,22 +1,29 @@
-//! Who is on a SASL connection, for scoping the dedup cache.
-//!
-//! The proxy forwards authentication untouched; it only reads the user name
-//! a client offers (PLAIN: the authentication identity; SCRAM: `n=` of the
-//! client-first message) and adopts it once the broker has completed the
-//! exchange successfully. Mechanisms whose principal cannot be read this way
-//! (GSSAPI, OAUTHBEARER, ...) scope the cache to the connection itself.
+//! SASL bytes the proxy reads to learn who is on a connection (to scope
+//! the dedup cache): the mechanism of a SaslHandshake request
+//! (`SaslHandshakeRequest.json`), the auth bytes of a SaslAuthenticate
+//! request and its response's error code (`SaslAuthenticate*.json`), and the
+//! user name inside a mechanism's first client token (PLAIN: RFC 4616;
+//! SCRAM: RFC 5802). Authentication itself is forwarded untouched.
 
-use crate::codec::header::{
-    parse_request_header_auto, parse_response_header, response_header_version,
-};
-use crate::codec::primitives::{parse_i16, parse_nullable_bytes, parse_string};
+use super::api::SASL_AUTHENTICATE;
+use super::header::{parse_response_header, response_header_version};
+use super::primitives::{parse_i16, parse_nullable_bytes, parse_string};
 
-use crate::codec::api::SASL_AUTHENTICATE;
+/// The mechanism a SaslHandshake request (any version) asks for; `body` is
+/// what follows the request header.
+pub fn parse_handshake_mechanism(body: &[u8]) -> Option<String> {
+    parse_string(body, false).ok().map(|(_, m)| m)
+}
 
-/// The mechanism a SaslHandshake request (any version) asks for.
-pub fn handshake_mechanism(body: &[u8]) -> Option<String> {
-    let (_, rest) = parse_request_header_auto(body).ok()?;
-    parse_string(rest, false).ok().map(|(_, m)| m)
+/// How many opaque, header-less token round trips follow a SaslHandshake
+/// v0 for `mechanism` (PLAIN and OAUTHBEARER one, SCRAM two). `None` for
+/// mechanisms whose number of rounds cannot be known from outside.
+pub fn handshake_v0_token_rounds(mechanism: &str) -> Option<usize> {
+    match mechanism {
+        "PLAIN" | "OAUTHBEARER" => Some(1),
+        m if m.starts_with("SCRAM-") => Some(2),
+        _ => None,
+    }
 }
 
 /// Round trips a successful exchange takes, for the mechanisms whose user
@@ -54,14 +61,15 @@ pub fn user_from_token(mechanism: &str, token: &[u8]) -> Option<String> {
     }
 }
 
-/// The auth bytes of a SaslAuthenticate request (v0-v2).
-pub fn authenticate_token(body: &[u8]) -> Option<Vec<u8>> {
-    let (h, rest) = parse_request_header_auto(body).ok()?;
-    let (_, b) = parse_nullable_bytes(rest, h.api_version >= 2).ok()?;
+/// The auth bytes of a SaslAuthenticate request (v0-v2); `body` is what
+/// follows the request header.
+pub fn parse_authenticate_token(body: &[u8], version: i16) -> Option<Vec<u8>> {
+    let flexible = super::api::is_flexible(SASL_AUTHENTICATE, version);
+    let (_, b) = parse_nullable_bytes(body, flexible).ok()?;
     b.map(<[u8]>::to_vec)
 }
 
-/// Whether a SaslAuthenticate response reports success.
+/// Whether a SaslAuthenticate response (header included) reports success.
 pub fn authenticate_succeeded(body: &[u8], version: i16) -> bool {
     let hv = response_header_version(SASL_AUTHENTICATE, version);
     parse_response_header(body, hv)
@@ -97,6 +105,32 @@ mod tests {
         );
         assert_eq!(user_from_token("SCRAM-SHA-512", b"n,,r=abc"), None);
         assert_eq!(user_from_token("GSSAPI", b"n,,n=x,r=y"), None);
+    }
+
+    #[test]
+    fn handshake_v0_rounds_are_known_for_token_mechanisms_only() {
+        assert_eq!(handshake_v0_token_rounds("PLAIN"), Some(1));
+        assert_eq!(handshake_v0_token_rounds("OAUTHBEARER"), Some(1));
+        assert_eq!(handshake_v0_token_rounds("SCRAM-SHA-256"), Some(2));
+        assert_eq!(handshake_v0_token_rounds("GSSAPI"), None);
+    }
+
+    #[test]
+    fn mechanism_and_token_are_read_after_the_header() {
+        assert_eq!(
+            parse_handshake_mechanism(&[0, 5, b'P', b'L', b'A', b'I', b'N']).as_deref(),
+            Some("PLAIN")
+        );
+        assert_eq!(parse_handshake_mechanism(&[0, 9, b'P']), None);
+        // v0-v1: int32 length; v2: compact (length + 1).
+        assert_eq!(
+            parse_authenticate_token(&[0, 0, 0, 2, b'h', b'i'], 1).as_deref(),
+            Some(&b"hi"[..])
+        );
+        assert_eq!(
+            parse_authenticate_token(&[3, b'h', b'i', 0], 2).as_deref(),
+            Some(&b"hi"[..])
+        );
     }
 
     #[test]

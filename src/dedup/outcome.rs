@@ -1,0 +1,49 @@
+//! What dedup did with the batches of one request, returned to the caller
+//! as plain counts: dedup records no metrics itself, the proxy (or any
+//! other caller) publishes them.
+
+/// Per-request batch outcomes. Each batch of a Produce request is counted
+/// once, under the outcome that sent it on its way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Sent to the broker and remembered (or not cacheable as a duplicate:
+    /// a different CRC, an older epoch).
+    pub forwarded: u32,
+    /// Answered by the proxy from a committed original.
+    pub duplicate: u32,
+    /// Answered by the proxy after waiting for an in-flight original.
+    pub coalesced: u32,
+    /// Not deduplicated at all: acks other than all, no producer id, a batch
+    /// or request that does not parse.
+    pub uncacheable: u32,
+    /// A duplicate seen in observe mode and forwarded anyway.
+    pub observed_duplicate: u32,
+    /// Record bytes the broker did not have to receive again.
+    pub bytes_saved: u64,
+}
+
+impl Outcomes {
+    /// A Produce request that did not parse: forwarded untouched, counted
+    /// once as uncacheable.
+    pub fn unparsable_request() -> Outcomes {
+        Outcomes {
+            uncacheable: 1,
+            ..Outcomes::default()
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: Outcomes) {
+        self.forwarded += other.forwarded;
+        self.duplicate += other.duplicate;
+        self.coalesced += other.coalesced;
+        self.uncacheable += other.uncacheable;
+        self.observed_duplicate += other.observed_duplicate;
+        self.bytes_saved += other.bytes_saved;
+    }
+
+    /// Whether the proxy answered any batch itself.
+    pub fn answered_by_proxy(&self) -> bool {
+        self.duplicate + self.coalesced > 0
+    }
+}
