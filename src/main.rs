@@ -1,3 +1,8 @@
+//! The `kafka-dedup-proxy` binary: configuration from flags and the
+//! environment, logging, the metrics recorder, the proxy, and a drain on
+//! SIGTERM/SIGINT bounded by the grace period.
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

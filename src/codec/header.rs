@@ -119,12 +119,12 @@ pub fn put_response_header(buf: &mut BytesMut, h: &ResponseHeader, header_versio
 /// version. Fails for APIs whose flexible versions the proxy does not know.
 pub fn parse_request_header_auto(i: &[u8]) -> Result<(RequestHeader, &[u8]), CodecError> {
     let (_, (api_key, api_version, _)) = parse_request_prefix(i)?;
-    let hv =
+    let header_version =
         request_header_version(api_key, api_version).ok_or(CodecError::UnsupportedVersion {
             api_key,
             version: api_version,
         })?;
-    let (rest, h) = parse_request_header(i, hv)?;
+    let (rest, h) = parse_request_header(i, header_version)?;
     Ok((h, rest))
 }
 

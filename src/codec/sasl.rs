@@ -71,8 +71,8 @@ pub fn parse_authenticate_token(body: &[u8], version: i16) -> Option<Vec<u8>> {
 
 /// Whether a SaslAuthenticate response (header included) reports success.
 pub fn authenticate_succeeded(body: &[u8], version: i16) -> bool {
-    let hv = response_header_version(SASL_AUTHENTICATE, version);
-    parse_response_header(body, hv)
+    let header_version = response_header_version(SASL_AUTHENTICATE, version);
+    parse_response_header(body, header_version)
         .ok()
         .and_then(|(rest, _)| parse_i16(rest).ok())
         .is_some_and(|(_, code)| code == 0)

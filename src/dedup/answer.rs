@@ -1,7 +1,8 @@
 //! Where a duplicate gets answered.
 //!
 //! A partition the proxy answers itself gets exactly what the broker
-//! answered its original (DESIGN.md "Dedup" step 3, PROTOCOL.md §5.3):
+//! answered its original, field for field as a broker answers a batch it
+//! already holds (ProduceResponse.json; docs/architecture.md, "Dedup rules" 3):
 //! error NONE, the original base offset, log-append time and log start
 //! offset, no record errors, a null error message, no tagged fields. The
 //! only source of those values is a [`Committed`] entry, which the cache

@@ -416,7 +416,7 @@ impl Shard {
     }
 }
 
-/// The decision for one batch (DESIGN.md "Dedup", steps 2-5).
+/// The decision for one batch (docs/architecture.md, "Dedup rules" 2-5).
 #[derive(Debug)]
 pub enum Lookup {
     /// No entry with this sequence range: the caller forwards the batch

@@ -1,6 +1,6 @@
-//! The rules for one partition of a Produce request (DESIGN.md "Dedup",
-//! steps 1-5): which batches may be remembered, which are duplicates, and
-//! which must simply go to the broker. Everything the rules are unsure of
+//! The rules for one partition of a Produce request (docs/architecture.md,
+//! "Dedup rules" 1-5): which batches may be remembered, which are
+//! duplicates, and which must simply go to the broker. Everything the rules are unsure of
 //! is forwarded: the broker is the source of truth.
 
 use std::sync::Arc;

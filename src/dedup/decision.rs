@@ -73,7 +73,7 @@ impl ProduceDedup {
         self.mode != Mode::Off && version >= produce::MIN_VERSION
     }
 
-    /// Classifies every partition of `req` (DESIGN.md "Dedup" steps 1-5).
+    /// Classifies every partition of `req` (docs/architecture.md, "Dedup rules" 1-5).
     /// `topic_key` names a topic as the cache keys it (ids mapped to names
     /// where known).
     pub fn decide(

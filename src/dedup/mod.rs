@@ -3,7 +3,7 @@
 //! * [`decision`]: the one API the proxy calls: a parsed request in, a
 //!   [`Decision`] out (forward, answer, split, wait), the broker's answer
 //!   back through [`Pending::complete`].
-//! * [`classify`]: the rules for one partition (DESIGN.md "Dedup" 1-5).
+//! * [`classify`]: the rules for one partition (docs/architecture.md, "Dedup rules").
 //! * [`answer`]: where a duplicate gets answered: synthetic partitions,
 //!   cut-down requests and merged responses.
 //! * [`cache`]: the shared cache of producer-partition windows.

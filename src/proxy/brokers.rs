@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::metrics as m;
+use crate::metrics as kdp_metrics;
 
 /// A broker listener bound for a node id seen for the first time, handed to
 /// whoever serves listeners (the top of the proxy).
@@ -129,7 +129,7 @@ impl BrokerRegistry {
             match bind(addr) {
                 Ok(listener) => {
                     entry.listening = true;
-                    metrics::gauge!(m::BROKER_LISTENERS).increment(1.0);
+                    metrics::gauge!(kdp_metrics::BROKER_LISTENERS).increment(1.0);
                     tracing::info!(node_id, %addr, upstream = %entry.upstream, "broker listener open");
                     // Nobody serves listeners any more only while the
                     // proxy stops.

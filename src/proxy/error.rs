@@ -8,7 +8,7 @@ use super::io::FrameError;
 use crate::codec::CodecError;
 use crate::codec::api::api_name;
 use crate::dedup::MergeError;
-use crate::metrics as m;
+use crate::metrics as kdp_metrics;
 
 /// The side a close is blamed on (the `side` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,8 @@ impl Close {
             return;
         };
         let side = self.side().label();
-        metrics::counter!(m::FRAME_ERRORS_TOTAL, "side" => side, "kind" => kind).increment(1);
+        metrics::counter!(kdp_metrics::FRAME_ERRORS_TOTAL, "side" => side, "kind" => kind)
+            .increment(1);
         match self {
             Close::Client(ClientFault::Frame(FrameError::Io(e)))
             | Close::Broker(BrokerFault::Frame(FrameError::Io(e)))

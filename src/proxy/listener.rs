@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use super::Shared;
 use super::connection::{self, Target};
-use crate::metrics as m;
+use crate::metrics as kdp_metrics;
 
 pub async fn run_listener(listener: TcpListener, target: Target, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(10);
@@ -22,7 +22,7 @@ pub async fn run_listener(listener: TcpListener, target: Target, shared: Arc<Sha
             Ok((socket, peer)) => {
                 backoff = Duration::from_millis(10);
                 let Ok(permit) = Arc::clone(&shared.conn_limit).try_acquire_owned() else {
-                    metrics::counter!(m::CONNECTIONS_REJECTED_TOTAL).increment(1);
+                    metrics::counter!(kdp_metrics::CONNECTIONS_REJECTED_TOTAL).increment(1);
                     tracing::warn!(%peer, limit = shared.config.max_connections, "connection limit reached; closing new connection");
                     drop(socket);
                     continue;

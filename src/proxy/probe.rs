@@ -17,7 +17,7 @@ use crate::codec::frame::Frame;
 use crate::codec::header::{RequestHeader, parse_response_header, put_request_header};
 use crate::codec::metadata::{MetadataRequest, encode_metadata_request, parse_metadata_response};
 use crate::codec::primitives::TaggedFields;
-use crate::metrics as m;
+use crate::metrics as kdp_metrics;
 
 /// Metadata v1: old enough for any 3.x/4.x broker, new enough that an
 /// empty topic list means "no topics" (brokers only).
@@ -127,7 +127,7 @@ pub async fn probe(shared: &Arc<Shared>) -> bool {
                     ),
                     _ => {}
                 }
-                metrics::gauge!(m::UPSTREAM_UP).set(1.0);
+                metrics::gauge!(kdp_metrics::UPSTREAM_UP).set(1.0);
                 return true;
             }
             Err(e) => last_err = format!("{addr}: {e}"),
@@ -137,7 +137,7 @@ pub async fn probe(shared: &Arc<Shared>) -> bool {
     if was || shared.probes_failed.fetch_add(1, Ordering::Relaxed) == 0 {
         tracing::warn!(error = %last_err, "upstream cluster unreachable");
     }
-    metrics::gauge!(m::UPSTREAM_UP).set(0.0);
+    metrics::gauge!(kdp_metrics::UPSTREAM_UP).set(0.0);
     false
 }
 

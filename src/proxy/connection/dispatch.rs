@@ -16,7 +16,7 @@ use crate::codec::header::{
 };
 use crate::codec::primitives::TaggedFields;
 use crate::codec::{producer_epoch, sasl};
-use crate::metrics as m;
+use crate::metrics as kdp_metrics;
 use crate::proxy::error::{ClientFault, Close, Refusal};
 
 pub(super) async fn handle_request(s: &mut Session, frame: Frame) -> Result<(), Close> {
@@ -35,7 +35,7 @@ pub(super) async fn handle_request(s: &mut Session, frame: Frame) -> Result<(), 
     let Ok((_, (api_key, version, correlation_id))) = parse_request_prefix(&body) else {
         return Err(ClientFault::ShortHeader.into());
     };
-    m::count_request(api_key);
+    kdp_metrics::count_request(api_key);
     if is_hidden_api(api_key) {
         return Err(Refusal::HiddenApi { api_key }.into());
     }

@@ -50,7 +50,7 @@ use super::Shared;
 use super::error::Close;
 use super::io::{Ahead, FrameReader};
 use crate::dedup::cache::Scope;
-use crate::metrics as m;
+use crate::metrics as kdp_metrics;
 use client_reader::Session;
 use upstream::{BrokerWriter, UpstreamWrite};
 
@@ -88,15 +88,15 @@ static CONNECTION_IDS: AtomicU64 = AtomicU64::new(0);
 /// Serves one accepted client connection until both sides are done.
 pub async fn serve(client: TcpStream, peer: SocketAddr, target: Target, shared: Arc<Shared>) {
     let kind = target.label();
-    metrics::counter!(m::CONNECTIONS_TOTAL, "listener" => kind).increment(1);
-    metrics::gauge!(m::CONNECTIONS_ACTIVE, "listener" => kind).increment(1.0);
+    metrics::counter!(kdp_metrics::CONNECTIONS_TOTAL, "listener" => kind).increment(1);
+    metrics::gauge!(kdp_metrics::CONNECTIONS_ACTIVE, "listener" => kind).increment(1.0);
     let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("conn", id, %peer, listener = kind);
     let run = accept::run(client, peer, target, Arc::clone(&shared), id);
     if let Err(close) = tracing::Instrument::instrument(run, span).await {
         close.record(peer);
     }
-    metrics::gauge!(m::CONNECTIONS_ACTIVE, "listener" => kind).decrement(1.0);
+    metrics::gauge!(kdp_metrics::CONNECTIONS_ACTIVE, "listener" => kind).decrement(1.0);
 }
 
 /// What a connection's tasks need besides the streams.

@@ -19,7 +19,7 @@ use crate::codec::header::{
 use crate::codec::primitives::TaggedFields;
 use crate::codec::produce::{self, ProduceRequest, ProduceResponse};
 use crate::dedup::{Decision, Outcomes};
-use crate::metrics as m;
+use crate::metrics as kdp_metrics;
 use crate::proxy::error::{ClientFault, Close};
 
 /// `rest` is the request body after the header, a slice of `frame`.
@@ -56,7 +56,7 @@ pub(super) async fn handle_produce(
         Err(e) => {
             // When unsure, forward: the broker is the source of truth.
             tracing::warn!(peer = %s.peer, version, error = %e, "produce request not parsable; forwarding untouched");
-            m::record_outcomes(&Outcomes::unparsable_request());
+            kdp_metrics::record_outcomes(&Outcomes::unparsable_request());
             return s.forward(frame.into_raw(), corr, api::PRODUCE, relay).await;
         }
     };
@@ -65,7 +65,7 @@ pub(super) async fn handle_produce(
     let (decision, outcomes) = shared
         .dedup
         .decide(req, &scope, |t| shared.topics.key_for(t));
-    m::record_outcomes(&outcomes);
+    kdp_metrics::record_outcomes(&outcomes);
     match decision {
         Decision::Wait(waiting) => {
             // Rare: a retry of a batch that is at the broker right now. It
@@ -75,7 +75,7 @@ pub(super) async fn handle_produce(
             tokio::spawn(async move {
                 let deadline = tokio::time::sleep(waiting.timeout());
                 let (decision, outcomes) = waiting.resolve(deadline).await;
-                m::record_outcomes(&outcomes);
+                kdp_metrics::record_outcomes(&outcomes);
                 match carry_out(decision, frame, &header) {
                     Carry::Answer(bytes) => {
                         let _ = reply.send(Ok(bytes));
@@ -156,9 +156,9 @@ fn owed_produce(
 
 /// A Produce request frame at the request's own version and header.
 fn request_frame(header: &RequestHeader, req: &ProduceRequest) -> Bytes {
-    let hv = request_header_version(header.api_key, header.api_version).unwrap_or(1);
+    let header_version = request_header_version(header.api_key, header.api_version).unwrap_or(1);
     let mut buf = BytesMut::new();
-    put_request_header(&mut buf, header, hv);
+    put_request_header(&mut buf, header, header_version);
     produce::encode_produce_request(&mut buf, req, header.api_version);
     Frame::from_body(&buf).into_raw()
 }

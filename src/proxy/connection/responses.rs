@@ -114,8 +114,8 @@ pub(super) fn respond(on: OnResponse, frame: Frame, shared: &Shared) -> Reply {
         OnResponse::Produce { version, dedup } => produce_response(version, dedup, frame, shared),
         OnResponse::ProducerEpoch { api_key, version } => {
             let body = frame.body();
-            let hv = response_header_version(api_key, version);
-            let handed_out = parse_response_header(&body, hv)
+            let header_version = response_header_version(api_key, version);
+            let handed_out = parse_response_header(&body, header_version)
                 .map_err(CodecError::from)
                 .and_then(|(rest, _)| producer_epoch::parse_producer_epoch(rest, api_key, version));
             match handed_out {
@@ -157,13 +157,13 @@ fn rewrite_response(
     f: impl FnOnce(&[u8]) -> Result<BytesMut, CodecError>,
 ) -> Reply {
     let body = frame.body();
-    let hv = response_header_version(api_key, version);
-    parse_response_header(&body, hv)
+    let header_version = response_header_version(api_key, version);
+    parse_response_header(&body, header_version)
         .map_err(CodecError::from)
         .and_then(|(rest, h)| {
             let new_body = f(rest)?;
             let mut buf = BytesMut::with_capacity(new_body.len() + 8);
-            put_response_header(&mut buf, &h, hv);
+            put_response_header(&mut buf, &h, header_version);
             buf.extend_from_slice(&new_body);
             Ok(Frame::from_body(&buf).into_raw())
         })
@@ -187,9 +187,9 @@ fn produce_response(version: i16, dedup: Option<Pending>, frame: Frame, shared: 
         error,
     };
     let body = frame.body();
-    let hv = response_header_version(api::PRODUCE, version);
+    let header_version = response_header_version(api::PRODUCE, version);
     // An unreadable answer drops `dedup` unanswered: nothing is cached.
-    let (h, mut resp) = parse_response_header(&body, hv)
+    let (h, mut resp) = parse_response_header(&body, header_version)
         .map_err(CodecError::from)
         .and_then(|(rest, h)| Ok((h, produce::parse_produce_response(rest, version)?)))
         .map_err(unparsable)?;
@@ -206,7 +206,7 @@ fn produce_response(version: i16, dedup: Option<Pending>, frame: Frame, shared: 
         None => return Ok(frame.into_raw()),
     };
     let mut buf = BytesMut::new();
-    put_response_header(&mut buf, &h, hv);
+    put_response_header(&mut buf, &h, header_version);
     produce::encode_produce_response(&mut buf, &out, version);
     Ok(Frame::from_body(&buf).into_raw())
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::responses::respond;
 use super::upstream::Owed;
 use crate::codec::header::peek_correlation_id;
-use crate::metrics as m;
+use crate::metrics as kdp_metrics;
 use crate::proxy::Shared;
 use crate::proxy::error::{BrokerFault, Close};
 use crate::proxy::io::FrameReader;
@@ -82,7 +82,7 @@ async fn read_responses<R: AsyncRead + Unpin>(
             Err(e) => return Err(BrokerFault::Frame(e).into()),
         };
         if let Some(sent) = o.sent_at {
-            m::record_upstream_duration(o.api_key, sent.elapsed().as_secs_f64());
+            kdp_metrics::record_upstream_duration(o.api_key, sent.elapsed().as_secs_f64());
         }
         if let Some(expected) = o.correlation_id {
             let got = peek_correlation_id(&frame.body());
