@@ -48,6 +48,11 @@ pub enum CodecError {
     )]
     CrcMismatch { expected: u32, actual: u32 },
     /// Bytes left over after a message that should have consumed its frame.
+    /// Records that cannot be decoded or re-encoded (a compression codec
+    /// that fails, a batch that would inflate beyond the cap).
+    #[error("invalid records: {0}")]
+    Invalid(&'static str),
+
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
     /// A frame length outside `0..=max_frame_bytes`.

@@ -6,7 +6,8 @@
 //! * one module per message family the proxy reads or rewrites:
 //!   [`produce`], [`api_versions`], [`metadata`], [`find_coordinator`],
 //!   [`describe_cluster`], [`producer_epoch`] (InitProducerId/EndTxn), the
-//!   SASL fields in [`sasl`], plus the [`record_batch`] header.
+//!   SASL fields in [`sasl`], the [`record_batch`] header and the
+//!   [`records`] inside a batch (every compression codec).
 //! * [`api`]: API keys, names and the one table of version ranges.
 //!
 //! Every parser works on a complete frame, checks each length against the
@@ -25,6 +26,7 @@ pub mod primitives;
 pub mod produce;
 pub mod producer_epoch;
 pub mod record_batch;
+pub mod records;
 pub mod sasl;
 
 pub use error::CodecError;
