@@ -101,6 +101,29 @@ pub struct Config {
     #[arg(long, env = "KDP_CACHE_IDLE_TTL_SECONDS", default_value_t = 900)]
     pub cache_idle_ttl_seconds: u64,
 
+    /// Topics whose records are deduplicated by idempotency key:
+    /// comma-separated names or globs (`orders-*`). Empty: off.
+    #[arg(long, env = "KDP_KEY_DEDUP_TOPICS", value_delimiter = ',')]
+    pub key_dedup_topics: Vec<String>,
+
+    /// Where a record's idempotency key comes from: `header:NAME` (a record
+    /// header), `key` (the record key) or `content` (key, value and headers).
+    #[arg(
+        long,
+        env = "KDP_KEY_DEDUP_SOURCE",
+        default_value = "header:idempotency-key"
+    )]
+    pub key_dedup_source: String,
+
+    /// How long an acknowledged key is remembered, in seconds (best effort:
+    /// also bounded by --key-dedup-max-keys).
+    #[arg(long, env = "KDP_KEY_DEDUP_WINDOW_SECONDS", default_value_t = 600)]
+    pub key_dedup_window_seconds: u64,
+
+    /// Most keys remembered; the oldest are dropped beyond it.
+    #[arg(long, env = "KDP_KEY_DEDUP_MAX_KEYS", default_value_t = 10_000_000)]
+    pub key_dedup_max_keys: usize,
+
     /// Time given to in-flight requests to finish on SIGTERM/SIGINT.
     #[arg(long, env = "KDP_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
@@ -207,6 +230,15 @@ impl Config {
                 ));
             }
         }
+        self.key_dedup_source
+            .parse::<crate::dedup::KeySource>()
+            .map_err(|e| format!("--key-dedup-source {e}"))?;
+        for t in self.key_dedup_topics() {
+            glob::Pattern::new(&t).map_err(|e| format!("--key-dedup-topics '{t}': {e}"))?;
+        }
+        if !self.key_dedup_topics().is_empty() && self.key_dedup_max_keys == 0 {
+            return Err("--key-dedup-max-keys must be at least 1".into());
+        }
         if self.advertised_host.trim().is_empty() {
             return Err("--advertised-host must not be empty".into());
         }
@@ -259,6 +291,15 @@ impl Config {
     /// Upstream bootstrap servers, trimmed.
     pub fn upstream_servers(&self) -> Vec<String> {
         self.upstream
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// The key-dedup topic patterns, blanks dropped.
+    pub fn key_dedup_topics(&self) -> Vec<String> {
+        self.key_dedup_topics
             .iter()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())

@@ -20,6 +20,10 @@ pub const DEDUP_CACHE_EVICTIONS_TOTAL: &str = "kdp_dedup_cache_evictions_total";
 pub const FRAME_ERRORS_TOTAL: &str = "kdp_frame_errors_total";
 pub const BROKER_LISTENERS: &str = "kdp_broker_listeners";
 pub const UPSTREAM_UP: &str = "kdp_upstream_up";
+pub const KEY_DEDUP_RECORDS_TOTAL: &str = "kdp_key_dedup_records_total";
+pub const KEY_DEDUP_BATCHES_TOTAL: &str = "kdp_key_dedup_batches_total";
+pub const KEY_DEDUP_KEYS: &str = "kdp_key_dedup_keys";
+pub const KEY_DEDUP_EVICTIONS_TOTAL: &str = "kdp_key_dedup_evictions_total";
 
 /// `outcome` label values of [`PRODUCE_BATCHES_TOTAL`].
 pub mod outcome {
@@ -45,6 +49,26 @@ pub mod outcome {
 
 /// Registers descriptions (HELP lines) once at start-up.
 pub fn describe() {
+    describe_counter!(
+        KEY_DEDUP_RECORDS_TOTAL,
+        Unit::Count,
+        "Records of key-dedup topics, by outcome: fresh (forwarded), duplicate (removed), unkeyed (kept)."
+    );
+    describe_counter!(
+        KEY_DEDUP_BATCHES_TOTAL,
+        Unit::Count,
+        "Batches of key-dedup topics changed or answered by the proxy, or left untouched because they did not decode: reencoded, answered, undecodable."
+    );
+    describe_gauge!(
+        KEY_DEDUP_KEYS,
+        Unit::Count,
+        "Idempotency keys held (in flight or acknowledged)."
+    );
+    describe_counter!(
+        KEY_DEDUP_EVICTIONS_TOTAL,
+        Unit::Count,
+        "Acknowledged idempotency keys dropped, by reason: expired (older than the window), capacity (the oldest beyond --key-dedup-max-keys)."
+    );
     describe_gauge!(
         CONNECTIONS_ACTIVE,
         Unit::Count,
@@ -224,6 +248,50 @@ pub fn record_outcomes(o: &crate::dedup::Outcomes) {
     if o.bytes_saved > 0 {
         count_bytes_saved(o.bytes_saved);
     }
+    let keyed = [
+        (KEY_DEDUP_RECORDS_TOTAL, "fresh", o.key_records_fresh),
+        (
+            KEY_DEDUP_RECORDS_TOTAL,
+            "duplicate",
+            o.key_records_duplicate,
+        ),
+        (KEY_DEDUP_RECORDS_TOTAL, "unkeyed", o.key_records_unkeyed),
+        (
+            KEY_DEDUP_BATCHES_TOTAL,
+            "reencoded",
+            o.key_batches_reencoded,
+        ),
+        (KEY_DEDUP_BATCHES_TOTAL, "answered", o.key_batches_answered),
+        (
+            KEY_DEDUP_BATCHES_TOTAL,
+            "undecodable",
+            o.key_batches_undecodable,
+        ),
+    ];
+    for (name, label, n) in keyed {
+        if n > 0 {
+            metrics::counter!(name, "outcome" => label).increment(u64::from(n));
+        }
+    }
+}
+
+/// Publishes the key cache's size and the evictions since `published`
+/// (updated here).
+pub fn record_keys(
+    keys: &crate::dedup::KeyCache,
+    published: &mut crate::dedup::keys::KeyEvictions,
+) {
+    metrics::gauge!(KEY_DEDUP_KEYS).set(keys.len() as f64);
+    let now = keys.evictions();
+    for (reason, n, was) in [
+        ("expired", now.expired, published.expired),
+        ("capacity", now.capacity, published.capacity),
+    ] {
+        if n > was {
+            metrics::counter!(KEY_DEDUP_EVICTIONS_TOTAL, "reason" => reason).increment(n - was);
+        }
+    }
+    *published = now;
 }
 
 /// Publishes the dedup cache's size and the evictions since `published`

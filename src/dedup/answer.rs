@@ -16,6 +16,7 @@
 
 use super::cache::{Committed, InFlightGuard};
 use super::classify::Action;
+use super::keys::KeyClaims;
 use crate::codec::produce::{
     PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceData,
     TopicProduceResponse, TopicRef,
@@ -24,8 +25,12 @@ use crate::codec::produce::{
 /// Who answers one partition of a request.
 #[derive(Debug)]
 pub(crate) enum Answerer {
-    /// The broker; with a guard when its answer is to be remembered.
-    Broker(Option<InFlightGuard>),
+    /// The broker; its answer commits the batch (`guard`) and the keys it
+    /// claimed (`keys`), when there are.
+    Broker {
+        guard: Option<InFlightGuard>,
+        keys: Option<KeyClaims>,
+    },
     /// The proxy, from the committed original.
     Proxy(Committed),
 }
@@ -60,11 +65,17 @@ pub(crate) fn layout(req: &ProduceRequest, actions: Vec<Vec<Action>>) -> Layout 
                 .zip(acts)
                 .map(|(p, a)| {
                     let who = match a {
-                        Action::Forward(g) => Answerer::Broker(g),
+                        Action::Forward(f) => Answerer::Broker {
+                            guard: f.guard,
+                            keys: f.keys,
+                        },
                         Action::Synthetic(c) => Answerer::Proxy(c),
                         // Callers resolve every wait first; a wait left
                         // over goes to the broker, never answered here.
-                        Action::Wait(_) => Answerer::Broker(None),
+                        Action::Wait(_) => Answerer::Broker {
+                            guard: None,
+                            keys: None,
+                        },
                     };
                     (p.index, who)
                 })
@@ -76,8 +87,10 @@ pub(crate) fn layout(req: &ProduceRequest, actions: Vec<Vec<Action>>) -> Layout 
 }
 
 /// The request cut down to the partitions that go to the broker, at the
-/// request's own version (never moved to another one). Topics left with no
-/// partitions are dropped. Records are shared, not copied.
+/// request's own version (never moved to another one), each with its batch
+/// re-encoded without duplicate records where key dedup removed some.
+/// Topics left with no partitions are dropped. Records are shared, not
+/// copied.
 pub(crate) fn forward_subset(req: &ProduceRequest, actions: &[Vec<Action>]) -> ProduceRequest {
     let topics = req
         .topics
@@ -88,8 +101,16 @@ pub(crate) fn forward_subset(req: &ProduceRequest, actions: &[Vec<Action>]) -> P
                 .partitions
                 .iter()
                 .zip(acts)
-                .filter(|(_, a)| a.is_forward())
-                .map(|(p, _)| p.clone())
+                .filter_map(|(p, a)| match a {
+                    Action::Forward(f) => {
+                        let mut p = p.clone();
+                        if let Some(r) = &f.replace {
+                            p.records = Some(r.clone());
+                        }
+                        Some(p)
+                    }
+                    _ => None,
+                })
                 .collect();
             (!partitions.is_empty()).then(|| TopicProduceData {
                 topic: t.topic.clone(),
@@ -144,7 +165,7 @@ pub(crate) fn merge(
         for (index, who) in parts {
             match who {
                 Answerer::Proxy(c) => partitions.push(synthetic_partition(*index, c)),
-                Answerer::Broker(_) => {
+                Answerer::Broker { .. } => {
                     let Some((bt, bp)) = broker.and_then(|r| find_partition(r, topic, *index))
                     else {
                         return Err(MergeError::MissingPartition {

@@ -13,23 +13,60 @@ use super::cache::{
     BatchId, Committed, DedupCache, InFlightGuard, Lookup, Outcome, ProducerPartition, Scope,
     TopicKey,
 };
+use super::keyed::{KeyRules, classify_keys};
+use super::keys::{KeyClaims, KeyOutcome};
 use super::outcome::Outcomes;
 use crate::codec::record_batch::{NO_PRODUCER_ID, parse_single_batch_header, verify_crc};
 
 /// What happens to one partition of a Produce request.
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Send to the broker; with a guard when the answer is to be cached.
-    Forward(Option<InFlightGuard>),
-    /// Answer from the cache with the original's offsets.
+    /// Send to the broker.
+    Forward(Forward),
+    /// Answer in the broker's place with these offsets.
     Synthetic(Committed),
-    /// The same batch is at the broker now; wait for its outcome.
-    Wait(oneshot::Receiver<Outcome>),
+    /// Something this batch depends on is at the broker now; wait for its
+    /// outcome, then classify again.
+    Wait(Pause),
+}
+
+/// A partition that goes to the broker, and what its answer resolves.
+#[derive(Debug, Default)]
+pub(crate) struct Forward {
+    /// The batch, to be committed when the broker accepts it.
+    pub guard: Option<InFlightGuard>,
+    /// Idempotency keys this batch claimed.
+    pub keys: Option<KeyClaims>,
+    /// The batch re-encoded without its duplicate records, sent instead of
+    /// the client's.
+    pub replace: Option<Bytes>,
+}
+
+impl Forward {
+    pub(crate) fn guarded(guard: InFlightGuard) -> Self {
+        Forward {
+            guard: Some(guard),
+            ..Forward::default()
+        }
+    }
+}
+
+/// What a waiting partition waits for.
+#[derive(Debug)]
+pub(crate) enum Pause {
+    /// The same batch, in flight.
+    Batch(oneshot::Receiver<Outcome>),
+    /// A record key this batch carries, in flight in another batch.
+    Key(oneshot::Receiver<KeyOutcome>),
 }
 
 impl Action {
     pub(crate) fn is_forward(&self) -> bool {
         matches!(self, Action::Forward(_))
+    }
+
+    pub(crate) fn forward() -> Action {
+        Action::Forward(Forward::default())
     }
 }
 
@@ -42,20 +79,38 @@ pub(crate) struct PartitionBatch<'a> {
     pub records: Option<&'a Bytes>,
 }
 
-/// Classifies one partition and counts what it decided in `out` (a wait
+/// Classifies one partition by its batch (and, where they apply, by its
+/// records' idempotency keys) and counts what it decided in `out` (a wait
 /// is counted when it resolves).
 pub(crate) fn classify_partition(
     b: PartitionBatch<'_>,
+    cache: &Arc<DedupCache>,
+    keys: Option<&KeyRules>,
+    mode: Mode,
+    out: &mut Outcomes,
+) -> Action {
+    let action = classify_batch(&b, cache, mode, out);
+    match (action, keys) {
+        (Action::Forward(f), Some(rules)) if f.guard.is_none() && mode == Mode::On => {
+            classify_keys(&b, rules, out).unwrap_or(Action::Forward(f))
+        }
+        (action, _) => action,
+    }
+}
+
+/// The batch-level rules (steps 1-5 of the dedup rules).
+fn classify_batch(
+    b: &PartitionBatch<'_>,
     cache: &Arc<DedupCache>,
     mode: Mode,
     out: &mut Outcomes,
 ) -> Action {
     if mode == Mode::Off {
-        return Action::Forward(None);
+        return Action::forward();
     }
     let mut uncacheable = || {
         out.uncacheable += 1;
-        Action::Forward(None)
+        Action::forward()
     };
     // acks=1 batches can be lost on leader failover, and the client's
     // retry is what saves them; acks=0 gets no answer at all.
@@ -81,7 +136,7 @@ pub(crate) fn classify_partition(
     let key = ProducerPartition {
         scope: b.scope.clone(),
         producer_id: header.producer_id,
-        topic: b.topic,
+        topic: b.topic.clone(),
         partition: b.partition,
     };
     let id = BatchId {
@@ -105,21 +160,21 @@ pub(crate) fn classify_partition(
     match (lookup, mode) {
         (Lookup::Fresh(g), _) => {
             out.forwarded += 1;
-            Action::Forward(Some(g))
+            Action::Forward(Forward::guarded(g))
         }
         (Lookup::Forward, _) => {
             out.forwarded += 1;
-            Action::Forward(None)
+            Action::forward()
         }
         (Lookup::Duplicate(_) | Lookup::Wait(_), Mode::Observe) => {
             out.observed_duplicate += 1;
-            Action::Forward(None)
+            Action::forward()
         }
         (Lookup::Duplicate(c), _) => {
             out.duplicate += 1;
             out.bytes_saved += records.len() as u64;
             Action::Synthetic(c)
         }
-        (Lookup::Wait(rx), _) => Action::Wait(rx),
+        (Lookup::Wait(rx), _) => Action::Wait(Pause::Batch(rx)),
     }
 }

@@ -24,7 +24,8 @@ use std::time::Duration;
 use super::Mode;
 use super::answer::{self, Answerer, Layout, MergeError};
 use super::cache::{Committed, DedupCache, Scope, TopicKey};
-use super::classify::{Action, PartitionBatch, classify_partition};
+use super::classify::{Action, PartitionBatch, Pause, classify_partition};
+use super::keyed::{KeyRules, classify_keys};
 use super::outcome::Outcomes;
 use crate::codec::produce::{self, ProduceRequest, ProduceResponse, TopicRef};
 
@@ -32,10 +33,12 @@ use crate::codec::produce::{self, ProduceRequest, ProduceResponse, TopicRef};
 /// request's own timeout says.
 pub const MAX_WAIT: Duration = Duration::from_secs(120);
 
-/// Dedup of Produce requests over one shared cache.
+/// Dedup of Produce requests over one shared cache, and by idempotency key
+/// for the topics that opt in.
 #[derive(Debug, Clone)]
 pub struct ProduceDedup {
     cache: Arc<DedupCache>,
+    keys: Option<Arc<KeyRules>>,
     mode: Mode,
 }
 
@@ -60,11 +63,25 @@ pub enum Decision {
 
 impl ProduceDedup {
     pub fn new(cache: Arc<DedupCache>, mode: Mode) -> Self {
-        ProduceDedup { cache, mode }
+        ProduceDedup {
+            cache,
+            keys: None,
+            mode,
+        }
+    }
+
+    /// Adds dedup by idempotency key (applied in mode `On` only).
+    pub fn with_keys(mut self, rules: KeyRules) -> Self {
+        self.keys = Some(Arc::new(rules));
+        self
     }
 
     pub fn cache(&self) -> &Arc<DedupCache> {
         &self.cache
+    }
+
+    pub fn key_rules(&self) -> Option<&Arc<KeyRules>> {
+        self.keys.as_ref()
     }
 
     /// Whether requests of this Produce version are worth parsing: dedup is
@@ -99,7 +116,13 @@ impl ProduceDedup {
                             partition: p.index,
                             records: p.records.as_ref(),
                         };
-                        classify_partition(batch, &self.cache, self.mode, &mut out)
+                        classify_partition(
+                            batch,
+                            &self.cache,
+                            self.keys.as_deref(),
+                            self.mode,
+                            &mut out,
+                        )
                     })
                     .collect()
             })
@@ -126,7 +149,8 @@ impl ProduceDedup {
 /// The decision for a request none of whose partitions waits any more.
 fn settle(req: ProduceRequest, actions: Vec<Vec<Action>>) -> Decision {
     let flat = || actions.iter().flatten();
-    if flat().all(Action::is_forward) {
+    let untouched = |a: &Action| matches!(a, Action::Forward(f) if f.replace.is_none());
+    if flat().all(untouched) {
         Decision::Forward(Pending {
             layout: answer::layout(&req, actions),
             merge: false,
@@ -143,11 +167,13 @@ fn settle(req: ProduceRequest, actions: Vec<Vec<Action>>) -> Decision {
         }
     } else {
         let request = answer::forward_subset(&req, &actions);
+        // Only batches re-encoded: the broker's answer is the client's.
+        let merge = !flat().all(Action::is_forward);
         Decision::Split {
             request,
             pending: Pending {
                 layout: answer::layout(&req, actions),
-                merge: true,
+                merge,
             },
         }
     }
@@ -163,28 +189,34 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Records the broker's answer: a batch is committed only for error
-    /// NONE with an offset (guards exist only for acks=all batches); every
-    /// other guarded batch is forgotten. Returns the response for the client
-    /// when it differs from the broker's (a split request), `None` when the
-    /// broker's answer goes out as it is.
+    /// Records the broker's answer: a batch and the keys it carried are
+    /// committed only for error NONE with an offset (guards and key claims
+    /// exist only for acks=all batches); anything else is forgotten.
+    /// Returns the response for the client when it differs from the
+    /// broker's (a split request), `None` when the broker's answer goes out
+    /// as it is.
     pub fn complete(self, broker: &ProduceResponse) -> Result<Option<ProduceResponse>, MergeError> {
         let Pending { mut layout, merge } = self;
         for (topic, parts) in &mut layout.topics {
             for (index, who) in parts.iter_mut() {
-                let Answerer::Broker(guard) = who else {
+                let Answerer::Broker { guard, keys } = who else {
                     continue;
                 };
-                let Some(g) = guard.take() else { continue };
-                match answer::find_partition(broker, topic, *index) {
-                    Some((_, p)) if p.error_code == 0 && p.base_offset >= 0 => {
+                let (guard, keys) = (guard.take(), keys.take());
+                let acknowledged = answer::find_partition(broker, topic, *index)
+                    .map(|(_, p)| p)
+                    .filter(|p| p.error_code == 0 && p.base_offset >= 0);
+                if let Some(p) = acknowledged {
+                    if let Some(g) = guard {
                         g.commit(Committed {
                             base_offset: p.base_offset,
                             log_append_time_ms: p.log_append_time_ms,
                             log_start_offset: p.log_start_offset,
-                        })
+                        });
                     }
-                    _ => drop(g),
+                    if let Some(k) = keys {
+                        k.commit(*index, p.base_offset);
+                    }
                 }
             }
         }
@@ -230,41 +262,54 @@ impl Waiting {
         let mut out = Outcomes::default();
         for (ti, topic) in req.topics.iter().enumerate() {
             for (pi, p) in topic.partitions.iter().enumerate() {
-                while let Action::Wait(rx) = &mut actions[ti][pi] {
-                    let outcome = if expired {
-                        None
-                    } else {
-                        match first(rx, deadline.as_mut()).await {
-                            Some(o) => Some(o),
+                while let Action::Wait(pause) = &mut actions[ti][pi] {
+                    let batch = PartitionBatch {
+                        acks: req.acks,
+                        scope: &scope,
+                        topic: keys[ti].clone(),
+                        partition: p.index,
+                        records: p.records.as_ref(),
+                    };
+                    if expired {
+                        // Past the deadline the copy goes to the broker as
+                        // the client sent it, remembering nothing.
+                        out.forwarded += 1;
+                        actions[ti][pi] = Action::forward();
+                        continue;
+                    }
+                    actions[ti][pi] = match pause {
+                        Pause::Batch(rx) => match first(rx, deadline.as_mut()).await {
+                            Some(Ok(Some(c))) => {
+                                out.coalesced += 1;
+                                out.bytes_saved += p.records.as_ref().map_or(0, |r| r.len() as u64);
+                                Action::Synthetic(c)
+                            }
+                            // The original failed (or was evicted): look again.
+                            Some(_) => classify_partition(
+                                batch,
+                                &dedup.cache,
+                                dedup.keys.as_deref(),
+                                dedup.mode,
+                                &mut out,
+                            ),
                             None => {
                                 expired = true;
-                                None
+                                continue;
                             }
-                        }
-                    };
-                    actions[ti][pi] = match outcome {
-                        Some(Ok(Some(c))) => {
-                            out.coalesced += 1;
-                            out.bytes_saved += p.records.as_ref().map_or(0, |r| r.len() as u64);
-                            Action::Synthetic(c)
-                        }
-                        // The original failed (or was evicted): look again.
-                        Some(_) => classify_partition(
-                            PartitionBatch {
-                                acks: req.acks,
-                                scope: &scope,
-                                topic: keys[ti].clone(),
-                                partition: p.index,
-                                records: p.records.as_ref(),
+                        },
+                        // Committed or not, the keys are looked up again
+                        // (the batch itself was already judged fresh).
+                        Pause::Key(rx) => match first(rx, deadline.as_mut()).await {
+                            Some(_) => match dedup.keys.as_deref() {
+                                Some(rules) => classify_keys(&batch, rules, &mut out)
+                                    .unwrap_or_else(Action::forward),
+                                None => Action::forward(),
                             },
-                            &dedup.cache,
-                            dedup.mode,
-                            &mut out,
-                        ),
-                        None => {
-                            out.forwarded += 1;
-                            Action::Forward(None)
-                        }
+                            None => {
+                                expired = true;
+                                continue;
+                            }
+                        },
                     };
                 }
             }

@@ -7,6 +7,8 @@
 //! * [`answer`]: where a duplicate gets answered: synthetic partitions,
 //!   cut-down requests and merged responses.
 //! * [`cache`]: the shared cache of producer-partition windows.
+//! * [`keyed`]: dedup by idempotency key for the topics that opt in, over
+//!   the key cache in [`keys`].
 //! * [`outcome`]: what happened to each batch, as counts for the caller.
 //!
 //! This module imports only `codec` (and `tokio::sync` for waiters): no
@@ -16,11 +18,15 @@ pub mod answer;
 pub mod cache;
 pub mod classify;
 pub mod decision;
+pub mod keyed;
+pub mod keys;
 pub mod outcome;
 
 pub use answer::MergeError;
 pub use cache::DedupCache;
 pub use decision::{Decision, MAX_WAIT, Pending, ProduceDedup, Waiting};
+pub use keyed::{KeyRules, KeySource};
+pub use keys::KeyCache;
 pub use outcome::Outcomes;
 
 /// How far dedup goes.

@@ -20,6 +20,18 @@ pub struct Outcomes {
     pub observed_duplicate: u32,
     /// Record bytes the broker did not have to receive again.
     pub bytes_saved: u64,
+    /// Records of key-dedup topics whose key nobody held: forwarded.
+    pub key_records_fresh: u32,
+    /// Records whose key the cluster already holds: removed.
+    pub key_records_duplicate: u32,
+    /// Records of key-dedup topics without a key: kept.
+    pub key_records_unkeyed: u32,
+    /// Batches re-encoded without their duplicate records.
+    pub key_batches_reencoded: u32,
+    /// Batches of duplicates only, answered by the proxy.
+    pub key_batches_answered: u32,
+    /// Batches of key-dedup topics that did not decode: forwarded untouched.
+    pub key_batches_undecodable: u32,
 }
 
 impl Outcomes {
@@ -40,10 +52,16 @@ impl Outcomes {
         self.uncacheable += other.uncacheable;
         self.observed_duplicate += other.observed_duplicate;
         self.bytes_saved += other.bytes_saved;
+        self.key_records_fresh += other.key_records_fresh;
+        self.key_records_duplicate += other.key_records_duplicate;
+        self.key_records_unkeyed += other.key_records_unkeyed;
+        self.key_batches_reencoded += other.key_batches_reencoded;
+        self.key_batches_answered += other.key_batches_answered;
+        self.key_batches_undecodable += other.key_batches_undecodable;
     }
 
     /// Whether the proxy answered any batch itself.
     pub fn answered_by_proxy(&self) -> bool {
-        self.duplicate + self.coalesced > 0
+        self.duplicate + self.coalesced + self.key_batches_answered > 0
     }
 }

@@ -72,8 +72,9 @@ impl Proxy {
         if config.broker_port_base.is_none() {
             config.broker_port_base = Some(bootstrap_addr.port().wrapping_add(1));
         }
+        let dedup = shared::dedup_for(&config).map_err(invalid)?;
         let (shared, new_listeners) =
-            Shared::new(config, bootstrap_addr.ip(), tls_server, tls_upstream);
+            Shared::new(config, dedup, bootstrap_addr.ip(), tls_server, tls_upstream);
         tokio::spawn(serve_new_listeners(new_listeners, Arc::clone(&shared)));
         tracing::info!(
             listen = %bootstrap_addr,
@@ -173,6 +174,7 @@ async fn sweep_cache(shared: Arc<Shared>) {
     let cache = shared.dedup.cache();
     metrics::gauge!(crate::metrics::DEDUP_CACHE_CAPACITY).set(cache.capacity() as f64);
     let mut published = Default::default();
+    let mut keys_published = Default::default();
     let mut ticks = 0u64;
     loop {
         tokio::select! {
@@ -184,5 +186,9 @@ async fn sweep_cache(shared: Arc<Shared>) {
             cache.sweep_idle();
         }
         crate::metrics::record_cache(cache, &mut published);
+        if let Some(rules) = shared.dedup.key_rules() {
+            rules.cache().sweep();
+            crate::metrics::record_keys(rules.cache(), &mut keys_published);
+        }
     }
 }

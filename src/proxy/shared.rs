@@ -12,7 +12,33 @@ use super::brokers::{BrokerRegistry, NewListener};
 use super::tls;
 use super::topics::TopicNames;
 use crate::config::Config;
-use crate::dedup::{DedupCache, ProduceDedup};
+use crate::dedup::{DedupCache, KeyCache, KeyRules, KeySource, ProduceDedup};
+
+/// The Produce dedup `config` asks for: the batch cache, and key dedup
+/// when topics are named. Errors name the flag.
+pub fn dedup_for(config: &Config) -> Result<ProduceDedup, String> {
+    let cache = DedupCache::new(
+        config.dedup_window,
+        config.cache_max_producer_partitions,
+        Duration::from_secs(config.cache_idle_ttl_seconds),
+    );
+    let dedup = ProduceDedup::new(cache, config.dedup_mode.into());
+    let topics = config.key_dedup_topics();
+    if topics.is_empty() {
+        return Ok(dedup);
+    }
+    let source: KeySource = config
+        .key_dedup_source
+        .parse()
+        .map_err(|e| format!("--key-dedup-source {e}"))?;
+    let keys = KeyCache::new(
+        Duration::from_secs(config.key_dedup_window_seconds),
+        config.key_dedup_max_keys.max(1),
+    );
+    let rules =
+        KeyRules::new(&topics, source, keys).map_err(|e| format!("--key-dedup-topics {e}"))?;
+    Ok(dedup.with_keys(rules))
+}
 
 #[derive(Debug)]
 pub struct Shared {
@@ -34,27 +60,24 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The shared state for `config` (its broker port base already set),
-    /// with listeners bound on `listen_ip`, and the receiving end of the
-    /// broker listeners bound from then on.
+    /// The shared state for `config` (its broker port base already set)
+    /// and `dedup` (from [`dedup_for`]), with listeners bound on
+    /// `listen_ip`, and the receiving end of the broker listeners bound
+    /// from then on.
     pub fn new(
         config: Config,
+        dedup: ProduceDedup,
         listen_ip: std::net::IpAddr,
         tls_server: Option<Arc<tls::ServerTls>>,
         tls_upstream: Option<Arc<tls::UpstreamTls>>,
     ) -> (Arc<Shared>, mpsc::UnboundedReceiver<NewListener>) {
-        let cache = DedupCache::new(
-            config.dedup_window,
-            config.cache_max_producer_partitions,
-            Duration::from_secs(config.cache_idle_ttl_seconds),
-        );
         let (brokers, new_listeners) = BrokerRegistry::new(
             config.advertised_host.clone(),
             config.broker_port_base(),
             listen_ip,
         );
         let shared = Arc::new(Shared {
-            dedup: ProduceDedup::new(cache, config.dedup_mode.into()),
+            dedup,
             brokers,
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
             tls_server,

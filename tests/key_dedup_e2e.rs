@@ -1,0 +1,174 @@
+//! Dedup by idempotency key against the real cluster, with real clients:
+//! records sent again by an application (no idempotence) are written once,
+//! under every compression codec the clients use, and a topic without key
+//! dedup keeps every copy (the control that shows the feature did it).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+fn key_dedup_args(topics: &str, source: &str) -> Vec<String> {
+    vec![
+        "--key-dedup-topics".into(),
+        topics.into(),
+        "--key-dedup-source".into(),
+        source.into(),
+    ]
+}
+
+async fn java_produce(bootstrap: &str, topic: &str, start: u32, count: u32, codec: &str) {
+    let out = harness(&[
+        "produce",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--start",
+        &start.to_string(),
+        "--count",
+        &count.to_string(),
+        "--size",
+        "120",
+        "--acks",
+        "all",
+        "--idempotence",
+        "false",
+        "--key-prefix",
+        "k",
+        "--linger-ms",
+        "5",
+        "--extra",
+        &format!("compression.type={codec}"),
+    ])
+    .await;
+    assert_eq!(out["acked"], count, "{out}");
+    assert!(out["errors"].as_array().unwrap().is_empty(), "{out}");
+}
+
+/// (records, distinct values) of the whole topic, read through `bootstrap`.
+async fn java_read_all(bootstrap: &str, topic: &str) -> (u64, u64) {
+    let out = harness(&[
+        "consume",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--timeout-ms",
+        "60000",
+    ])
+    .await;
+    let count = out["count"].as_u64().unwrap();
+    let dups = out["duplicates"].as_u64().unwrap();
+    let records = out["records"].as_array().unwrap();
+    let distinct: HashSet<_> = records.iter().map(|r| r["v"].to_string()).collect();
+    assert_eq!(distinct.len() as u64, count - dups, "{out}");
+    (count, distinct.len() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_retries_without_idempotence_are_written_once() {
+    let _g = cluster_lock().read().await;
+    let args = key_dedup_args("keyed-*", "key");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = start_proxy(&args).await;
+    let keyed = unique("keyed-app");
+    let plain = unique("plain-app");
+    for t in [&keyed, &plain] {
+        create_topic(t, 3).await;
+        // Keys 0..9999, then 7000..12999 again: 3,000 records sent twice,
+        // in batches that mix them with new ones (re-encoded) and batches
+        // of repeats only (answered by the proxy); lz4, then zstd.
+        java_produce(&p.bootstrap, t, 0, 10_000, "lz4").await;
+        java_produce(&p.bootstrap, t, 7_000, 6_000, "zstd").await;
+    }
+    let (count, distinct) = java_read_all(&p.bootstrap, &keyed).await;
+    assert_eq!((count, distinct), (13_000, 13_000), "each key once");
+    // The same traffic to a topic without key dedup keeps every copy.
+    let (count, distinct) = java_read_all(&p.bootstrap, &plain).await;
+    assert_eq!(
+        (count, distinct),
+        (16_000, 13_000),
+        "the control keeps the repeats"
+    );
+}
+
+async fn kcat_produce(bootstrap: &str, topic: &str, keys: std::ops::Range<u32>, codec: &str) {
+    let input: String = keys.map(|i| format!("id-{i}:rec-{i}\n")).collect();
+    let mut child = tokio::process::Command::new("kcat")
+        .args([
+            "-b",
+            bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-K:",
+            "-z",
+            codec,
+            "-X",
+            "enable.idempotence=false",
+            "-X",
+            "acks=all",
+            "-X",
+            "linger.ms=5",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "kcat producer failed");
+}
+
+/// How often each value occurs in the whole topic, read by librdkafka.
+async fn kcat_read_all(bootstrap: &str, topic: &str) -> HashMap<String, usize> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("kcat")
+            .args([
+                "-b",
+                bootstrap,
+                "-C",
+                "-t",
+                topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+            ])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut seen = HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        *seen.entry(line.to_string()).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_repeats_are_removed_under_snappy_and_gzip() {
+    let _g = cluster_lock().read().await;
+    let args = key_dedup_args("kcat-keyed-*", "key");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = start_proxy(&args).await;
+    let topic = unique("kcat-keyed");
+    create_topic(&topic, 3).await;
+    kcat_produce(&p.bootstrap, &topic, 0..1500, "snappy").await;
+    kcat_produce(&p.bootstrap, &topic, 1000..2500, "gzip").await;
+    let seen = kcat_read_all(&p.bootstrap, &topic).await;
+    assert_eq!(seen.len(), 2500, "every key is there");
+    assert!(seen.values().all(|n| *n == 1), "and only once");
+    assert!((0..2500).all(|i| seen.contains_key(&format!("rec-{i}"))));
+}
