@@ -1,10 +1,12 @@
 //! Shared support for the integration tests: one real Kafka cluster for
 //! the whole run (started by `scripts/kafka`), in-process proxies on their
-//! own ports, the Java client harness and kcat as real clients, and a raw
+//! own ports (and the binary as a child process for tests that assert on a
+//! proxy's own metrics or log: `child.rs`), the Java client harness and kcat as real clients, and a raw
 //! Kafka connection that speaks through the independent `kafka-protocol`
 //! crate (so the proxy is judged by code that is not its own codec).
 #![allow(dead_code)]
 
+pub mod child;
 pub mod fault;
 pub mod security;
 pub mod verifiable;
