@@ -13,13 +13,12 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{cluster, metric_sum, next_port_base};
+use super::{cluster, metric_sum, next_port_base, try_http_get};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kafka-dedup-proxy");
 
@@ -195,25 +194,4 @@ impl ChildProxy {
     pub async fn wait(&mut self) -> ExitStatus {
         self.child.wait().await.expect("wait for the proxy binary")
     }
-}
-
-/// GET `url` (http://host:port/path): (status, body), or None when the
-/// server does not answer.
-pub async fn try_http_get(url: &str) -> Option<(u16, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (addr, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}")))?;
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Some((status, body))
 }
