@@ -4,55 +4,41 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::child::{BIN, ChildProxy};
 use common::*;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kafka-dedup-proxy");
-
-/// A port block of our own (bootstrap, brokers 1-3 at base+2.., metrics at base+5).
-fn free_base() -> u16 {
-    next_port_base()
-}
-
-async fn spawn_proxy(base: u16, grace: &str) -> Child {
-    let child = Command::new(BIN)
-        .env("KDP_UPSTREAM", &cluster().bootstrap)
+/// The binary configured by environment variables only, on a port block of
+/// its own (bootstrap at base, brokers 1-3 at base+2.., metrics at base+5),
+/// once it serves.
+async fn spawn_proxy(grace: &str) -> ChildProxy {
+    let base = next_port_base();
+    let mut cmd = Command::new(BIN);
+    cmd.env("KDP_UPSTREAM", &cluster().bootstrap)
         .env("KDP_LISTEN", format!("127.0.0.1:{base}"))
         .env("KDP_ADVERTISED_HOST", "127.0.0.1")
         .env("KDP_METRICS_LISTEN", format!("127.0.0.1:{}", base + 5))
-        .env("KDP_SHUTDOWN_GRACE_SECONDS", grace)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("proxy binary");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", base))
-            .await
-            .is_ok()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the proxy binary did not start listening");
+        .env("KDP_SHUTDOWN_GRACE_SECONDS", grace);
+    ChildProxy::spawn(cmd, base).await
 }
 
-fn sigterm(child: &Child) {
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+/// Waits until the proxy has read a Fetch from its client: from then on the
+/// request is in flight and a drain must wait for its answer.
+async fn wait_fetch_in_flight(p: &ChildProxy) {
+    let fetches = p
+        .wait_metric(
+            "kdp_requests_total",
+            "api=\"fetch\"",
+            Duration::from_secs(10),
+            |v| v >= 1.0,
+        )
+        .await;
+    assert_eq!(fetches, 1.0, "the proxy read the Fetch");
 }
 
 /// A Fetch that the broker holds for `wait_ms` (nothing to read yet).
@@ -71,7 +57,7 @@ fn long_poll(topic: &str, wait_ms: i32) -> FetchRequest {
         ])
 }
 
-async fn leader_addr(base: u16, topic: &str) -> String {
+async fn leader_addr(p: &ChildProxy, topic: &str) -> String {
     let out = harness(&[
         "topic-leader",
         "--bootstrap",
@@ -80,8 +66,7 @@ async fn leader_addr(base: u16, topic: &str) -> String {
         topic,
     ])
     .await;
-    let leader = out["leader"].as_i64().unwrap() as u16;
-    format!("127.0.0.1:{}", base + 1 + leader)
+    p.broker_addr(out["leader"].as_i64().unwrap() as i32)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,9 +74,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     let _g = cluster_lock().read().await;
     let topic = unique("drain");
     create_topic(&topic, 1).await;
-    let base = free_base();
-    let mut child = spawn_proxy(base, "20").await;
-    let mut conn = RawConn::connect(&leader_addr(base, &topic).await).await;
+    let mut p = spawn_proxy("20").await;
+    let mut conn = RawConn::connect(&leader_addr(&p, &topic).await).await;
     assert_eq!(
         conn.call(4, &MetadataRequest::default().with_topics(None))
             .await
@@ -101,22 +85,19 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     );
 
     let corr = conn.send(12, &long_poll(&topic, 3000)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    sigterm(&child);
+    wait_fetch_in_flight(&p).await;
+    p.sigterm();
     let (got, resp) = tokio::time::timeout(Duration::from_secs(15), conn.recv::<FetchRequest>(12))
         .await
         .expect("the in-flight Fetch is answered during the drain");
     assert_eq!(got, corr);
     assert_eq!(resp.error_code, 0);
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(20), p.wait())
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the proxy exits after the drain");
     assert!(status.success(), "clean exit after the drain: {status}");
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", base))
-            .await
-            .is_err(),
+        tokio::net::TcpStream::connect(&p.bootstrap).await.is_err(),
         "no longer accepting"
     );
 }
@@ -126,21 +107,16 @@ async fn drain_overrun_is_logged_and_ends_the_process() {
     let _g = cluster_lock().read().await;
     let topic = unique("overrun");
     create_topic(&topic, 1).await;
-    let base = free_base();
-    let mut child = spawn_proxy(base, "1").await;
-    let mut conn = RawConn::connect(&leader_addr(base, &topic).await).await;
+    let mut p = spawn_proxy("1").await;
+    let mut conn = RawConn::connect(&leader_addr(&p, &topic).await).await;
     conn.send(12, &long_poll(&topic, 10_000)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    sigterm(&child);
-    let status = tokio::time::timeout(Duration::from_secs(8), child.wait())
+    wait_fetch_in_flight(&p).await;
+    p.sigterm();
+    let status = tokio::time::timeout(Duration::from_secs(8), p.wait())
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the proxy exits when the grace period is over");
     assert!(!status.success(), "an overrun drain exits non-zero");
-    let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
-        .await
-        .unwrap();
+    let stderr = p.log_to_end().await;
     assert!(
         stderr.contains("drain overran the grace period"),
         "overrun logged: {stderr}"

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::child::ChildProxy;
 use common::*;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
@@ -245,8 +246,9 @@ async fn mixed_request_merges_the_synthetic_and_the_broker_answers_in_request_or
         .find(|(a, b)| leaders[*a as usize] == leaders[*b as usize])
         .expect("two partitions share a leader");
     let leader = leaders[pa as usize];
-    let p = start_proxy(&[]).await;
-    let before = http_get(&p.metrics_url("/metrics")).await.1;
+    // A proxy process of its own: its counters move with this test only.
+    let p = ChildProxy::start(&[]).await;
+    let before = p.metrics().await;
     let mut conn = RawConn::connect(&p.broker_addr(leader)).await;
     let (pid, epoch) = init_producer_id(&mut conn).await;
 
@@ -279,16 +281,21 @@ async fn mixed_request_merges_the_synthetic_and_the_broker_answers_in_request_or
     );
     assert!(partitions(&mixed)[0].base_offset >= 0);
 
-    let after = http_get(&p.metrics_url("/metrics")).await.1;
-    let dup_before = metric_sum(
-        &before,
-        "kdp_produce_batches_total",
-        "outcome=\"duplicate\"",
-    );
-    let dup_after = metric_sum(&after, "kdp_produce_batches_total", "outcome=\"duplicate\"");
-    assert!(
-        dup_after >= dup_before + 1.0,
+    let after = p.metrics().await;
+    let batches = |outcome: &str| {
+        let label = format!("outcome=\"{outcome}\"");
+        metric_sum(&after, "kdp_produce_batches_total", &label)
+            - metric_sum(&before, "kdp_produce_batches_total", &label)
+    };
+    assert_eq!(
+        batches("duplicate"),
+        1.0,
         "the duplicate partition was answered by the proxy"
+    );
+    assert_eq!(
+        batches("forwarded"),
+        2.0,
+        "the first batch and the fresh one went to the broker"
     );
 
     let out = consume_all(&p.bootstrap, &topic, 5).await;
@@ -355,8 +362,9 @@ async fn java_idempotent_producer_retrying_through_delayed_responses_loses_and_d
         .collect();
     let faults = fault::start(&brokers, 7, Duration::from_millis(2500), 12).await;
     let map = faults.address_map();
-    let p = start_proxy(&["--broker-address-map", &map]).await;
-    let before = http_get(&p.metrics_url("/metrics")).await.1;
+    // A proxy process of its own: its counters move with this test only.
+    let p = ChildProxy::start(&["--broker-address-map", &map]).await;
+    let before = p.metrics().await;
 
     let n = 6000usize;
     let out = harness(&[
@@ -387,7 +395,7 @@ async fn java_idempotent_producer_retrying_through_delayed_responses_loses_and_d
     .await;
     assert_eq!(out["acked"], n, "every record acknowledged: {out}");
 
-    let after = http_get(&p.metrics_url("/metrics")).await.1;
+    let after = p.metrics().await;
     let delta = |label: &str| {
         metric_sum(&after, "kdp_produce_batches_total", label)
             - metric_sum(&before, "kdp_produce_batches_total", label)
@@ -452,7 +460,8 @@ async fn observe_mode_counts_duplicates_but_forwards_them() {
     let topic = unique("dedup-observe");
     create_topic(&topic, 1).await;
     let leader = leader_of(&topic, 0).await;
-    let p = start_proxy(&["--dedup-mode", "observe"]).await;
+    // A proxy process of its own: its counters move with this test only.
+    let p = ChildProxy::start(&["--dedup-mode", "observe"]).await;
     let mut conn = RawConn::connect(&p.broker_addr(leader)).await;
     let (pid, epoch) = init_producer_id(&mut conn).await;
     let b = batch(pid, epoch, 0, 2, "observe");
@@ -462,7 +471,7 @@ async fn observe_mode_counts_duplicates_but_forwards_them() {
     let first = partitions(&first)[0].clone();
     assert_eq!(first.error_code, 0);
 
-    let before = http_get(&p.metrics_url("/metrics")).await.1;
+    let before = p.metrics().await;
     let mut retry = RawConn::connect(&p.broker_addr(leader)).await;
     let paused = Paused::broker(leader).await;
     retry
@@ -485,16 +494,16 @@ async fn observe_mode_counts_duplicates_but_forwards_them() {
     .await
     .expect("the broker answers");
     assert_eq!(partitions(&resp)[0].base_offset, first.base_offset);
-    let after = http_get(&p.metrics_url("/metrics")).await.1;
-    let observed = |s: &str| {
-        metric_sum(
-            s,
-            "kdp_produce_batches_total",
-            "outcome=\"observed_duplicate\"",
-        )
+    let after = p.metrics().await;
+    let batches = |outcome: &str| {
+        let label = format!("outcome=\"{outcome}\"");
+        metric_sum(&after, "kdp_produce_batches_total", &label)
+            - metric_sum(&before, "kdp_produce_batches_total", &label)
     };
-    assert!(
-        observed(&after) >= observed(&before) + 1.0,
+    assert_eq!(
+        batches("observed_duplicate"),
+        1.0,
         "the duplicate was counted"
     );
+    assert_eq!(batches("duplicate"), 0.0, "and not answered by the proxy");
 }

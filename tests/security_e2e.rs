@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::child::ChildProxy;
 use common::security::*;
 use common::verifiable::produce_request;
 use common::*;
@@ -226,12 +227,11 @@ async fn plaintext_client_on_the_tls_listener_is_closed_and_other_connections_ca
     // TLS for clients only; plaintext to the brokers.
     let cert_s = cert.to_str().unwrap();
     let key_s = key.to_str().unwrap();
-    let p = start_proxy(&["--tls-cert", cert_s, "--tls-key", key_s]).await;
-    let before = metric_sum(
-        &http_get(&p.metrics_url("/metrics")).await.1,
-        "kdp_frame_errors_total",
-        "kind=\"tls_handshake\"",
-    );
+    // A proxy process of its own: its counters move with this test only.
+    let p = ChildProxy::start(&["--tls-cert", cert_s, "--tls-key", key_s]).await;
+    let before = p
+        .metric("kdp_frame_errors_total", "kind=\"tls_handshake\"")
+        .await;
 
     // A TLS client opened first stays usable through what follows.
     let tls_first = proxy_certificate(&p.bootstrap, &ca.cert()).await;
@@ -251,13 +251,12 @@ async fn plaintext_client_on_the_tls_listener_is_closed_and_other_connections_ca
     let _ = garbage.stream.shutdown().await;
     assert!(garbage.closed_within(Duration::from_secs(15)).await);
 
-    let after = metric_sum(
-        &http_get(&p.metrics_url("/metrics")).await.1,
-        "kdp_frame_errors_total",
-        "kind=\"tls_handshake\"",
-    );
-    assert!(
-        after >= before + 2.0,
+    let after = p
+        .metric("kdp_frame_errors_total", "kind=\"tls_handshake\"")
+        .await;
+    assert_eq!(
+        after - before,
+        2.0,
         "both failed handshakes are counted ({before} -> {after})"
     );
 
@@ -424,6 +423,10 @@ async fn another_principal_replaying_a_batch_gets_the_brokers_refusal_not_a_synt
     }
 }
 
+/// How long the proxy may take to notice changed certificate files (it
+/// polls them every second here).
+const RELOAD_SEEN: Duration = Duration::from_secs(10);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewed_certificate_files_are_served_to_new_connections() {
     let _g = cluster_lock().read().await;
@@ -437,7 +440,8 @@ async fn renewed_certificate_files_are_served_to_new_connections() {
     let key = dir.join("tls.key");
     std::fs::copy(&old_cert, &cert).unwrap();
     std::fs::copy(&old_key, &key).unwrap();
-    let p = start_proxy(&[
+    // A proxy process of its own, whose log tells when it re-read the files.
+    let p = ChildProxy::start(&[
         "--tls-cert",
         cert.to_str().unwrap(),
         "--tls-key",
@@ -456,7 +460,15 @@ async fn renewed_certificate_files_are_served_to_new_connections() {
     // A half-written pair (new certificate, old key) does not load: the
     // old certificate stays.
     std::fs::copy(&new_cert, &cert).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        p.wait_log(
+            "do not load; still serving the previous certificate",
+            RELOAD_SEEN
+        )
+        .await,
+        "the proxy re-read the half-written pair and refused it:\n{}",
+        p.log()
+    );
     assert_eq!(
         proxy_certificate(&p.bootstrap, &old_ca.cert())
             .await
@@ -466,18 +478,17 @@ async fn renewed_certificate_files_are_served_to_new_connections() {
     );
 
     std::fs::copy(&new_key, &key).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(c) = proxy_certificate(&p.bootstrap, &new_ca.cert()).await {
-            assert_eq!(c, pem_cert(&new_cert));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the renewed certificate is served within the reload interval"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(
+        p.wait_log("TLS certificate reloaded", RELOAD_SEEN).await,
+        "the proxy loaded the complete pair:\n{}",
+        p.log()
+    );
+    assert_eq!(
+        proxy_certificate(&p.bootstrap, &new_ca.cert())
+            .await
+            .expect("the renewed certificate is served"),
+        pem_cert(&new_cert)
+    );
     assert!(
         proxy_certificate(&p.bootstrap, &old_ca.cert())
             .await

@@ -1,10 +1,12 @@
 //! Shared support for the integration tests: one real Kafka cluster for
 //! the whole run (started by `scripts/kafka`), in-process proxies on their
-//! own ports, the Java client harness and kcat as real clients, and a raw
+//! own ports (and the binary as a child process for tests that assert on a
+//! proxy's own metrics or log: `child.rs`), the Java client harness and kcat as real clients, and a raw
 //! Kafka connection that speaks through the independent `kafka-protocol`
 //! crate (so the proxy is judged by code that is not its own codec).
 #![allow(dead_code)]
 
+pub mod child;
 pub mod fault;
 pub mod security;
 pub mod verifiable;
@@ -296,25 +298,30 @@ pub async fn advertised_max(addr: &str, api_key: i16) -> i16 {
 
 /// Fetches a URL from the proxy's HTTP server: (status, body).
 pub async fn http_get(url: &str) -> (u16, String) {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (addr, path) = rest
-        .split_once('/')
-        .map(|(a, p)| (a, format!("/{p}")))
-        .unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    try_http_get(url)
+        .await
+        .unwrap_or_else(|| panic!("GET {url}: no HTTP answer"))
+}
+
+/// GET `url` (http://host:port/path): (status, body), or None when the
+/// server does not answer.
+pub async fn try_http_get(url: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (addr, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}")))?;
+    let mut s = TcpStream::connect(addr).await.ok()?;
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await
-    .unwrap();
+    .ok()?;
     let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    s.read_to_string(&mut out).await.ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
     let body = out
         .split_once("\r\n\r\n")
         .map(|x| x.1.to_string())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// Sum of a counter's samples whose label set contains `label` ("" for all).
