@@ -25,6 +25,8 @@ METRICS = [
     "kdp_dedup_bytes_saved_total", "kdp_dedup_cache_entries", "kdp_dedup_cache_capacity",
     "kdp_dedup_cache_evictions_total", "kdp_frame_errors_total", "kdp_broker_listeners",
     "kdp_upstream_up", "kdp_connections_rejected_total",
+    "kdp_key_dedup_records_total", "kdp_key_dedup_batches_total", "kdp_key_dedup_keys",
+    "kdp_key_dedup_evictions_total",
 ]
 
 
@@ -126,6 +128,7 @@ def cmd_default(path):
     ports = {"bootstrap": 9092, "broker-0": 9093, "broker-1": 9094, "broker-2": 9095, "metrics": 9400}
     dep, svc, c = check_workload(docs, 1, ports, flags, f"{FULLNAME}.{NAMESPACE}.svc", 45)
     assert "--broker-address-map" not in args_of(c), "empty --broker-address-map passed"
+    assert not any(k.startswith("--key-dedup") for k in args_of(c)), "key dedup is off by default"
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["sessionAffinity"] == "ClientIP"
     assert c["image"] == "kafka-dedup-proxy:0.1.0", c["image"]
@@ -149,6 +152,8 @@ def cmd_full(path, dashboard):
         "--broker-address-map": "kafka-1.example.com:9094=kafka-0.kafka-headless.kafka.svc:9092,"
                                 "kafka-2.example.com:9094=kafka-1.kafka-headless.kafka.svc:9092",
         "--log-format": "json",
+        "--key-dedup-topics": "orders-*,payments", "--key-dedup-source": "key",
+        "--key-dedup-window-seconds": "900", "--key-dedup-max-keys": "2000000",
     }
     ports = {"bootstrap": 19092, "metrics": 9400}
     ports.update({f"broker-{i}": 19100 + i for i in range(1, 6)})
@@ -218,7 +223,8 @@ def cmd_prometheusrule(path):
         assert r["labels"]["severity"] and r["annotations"]["summary"]
         alerts[r["alert"]] = r
     builtin = ["KafkaDedupProxyDown", "KafkaDedupProxyUpstreamUnreachable",
-               "KafkaDedupProxyDuplicateSurge", "KafkaDedupProxyCacheSaturation"]
+               "KafkaDedupProxyDuplicateSurge", "KafkaDedupProxyCacheSaturation",
+               "KafkaDedupProxyKeysEvictedEarly"]
     assert list(alerts) == builtin + ["KafkaDedupProxyFrameErrors"], list(alerts)
     sel = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
     a = alerts
@@ -229,6 +235,7 @@ def cmd_prometheusrule(path):
     assert a["KafkaDedupProxyDuplicateSurge"]["expr"].endswith("> 250")
     assert "kdp_dedup_cache_entries" in a["KafkaDedupProxyCacheSaturation"]["expr"]
     assert a["KafkaDedupProxyCacheSaturation"]["expr"].endswith("> 0.85")
+    assert 'reason="capacity"' in a["KafkaDedupProxyKeysEvictedEarly"]["expr"]
     for name in builtin:
         assert a[name]["labels"]["team"] == "streaming", name
         assert "{{ $labels." in a[name]["annotations"]["description"], name
@@ -290,7 +297,8 @@ def cmd_dashboard(path, queries_out):
             exprs.append(t["expr"])
     for want in ["Duplicates absorbed per second", "Bytes kept from brokers", "Produce batches by outcome",
                  "Requests by API", "Upstream latency p50 / p99", "Active connections",
-                 "Cache entries vs capacity", "Cache evictions", "Frame errors", "Upstream up"]:
+                 "Cache entries vs capacity", "Cache evictions", "Frame errors", "Upstream up",
+                 "Keyed records by outcome", "Idempotency keys held and evicted"]:
         assert want in titles, f"no panel {want!r}"
     text = "\n".join(exprs)
     for m in METRICS:
