@@ -5,8 +5,16 @@
 //! crate (so the proxy is judged by code that is not its own codec).
 #![allow(dead_code)]
 
+pub mod cluster_faults;
 pub mod fault;
+pub mod hostile;
+pub mod proxy_process;
+pub mod raw;
+pub mod readings;
+pub mod relay;
+pub mod report;
 pub mod security;
+pub mod txn;
 pub mod verifiable;
 
 use std::path::PathBuf;
