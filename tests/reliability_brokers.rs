@@ -107,7 +107,7 @@ async fn leader_paused_past_its_session_then_resumed_loses_and_duplicates_nothin
     let paused_at = Instant::now();
     let (stopped, new_leader) = {
         let paused = PausedBroker::pause(leader).await;
-        let stopped = paused.is_stopped();
+        let stopped = paused.wait_stopped(Duration::from_secs(2)).await;
         let new_leader = leader_other_than(&topic, 0, leader, pause).await;
         tokio::time::sleep(pause.saturating_sub(paused_at.elapsed())).await;
         (stopped, new_leader)

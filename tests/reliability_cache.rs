@@ -16,8 +16,8 @@ use common::report::{Checks, report, secs};
 use serde_json::json;
 
 #[test]
-fn a_cache_bounded_at_60k_holds_its_bound_and_counts_every_eviction_of_300k() {
-    let (keys, capacity) = (300_000usize, 60_000usize);
+fn a_million_producer_partitions_stay_within_a_200k_cache_and_every_eviction_is_counted() {
+    let (keys, capacity) = (1_000_000usize, 200_000usize);
     use kafka_dedup_proxy::dedup::cache::{
         BatchId, Committed, DedupCache, Lookup, ProducerPartition, Scope, TopicKey,
     };

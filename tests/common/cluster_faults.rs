@@ -115,15 +115,25 @@ impl PausedBroker {
         PausedBroker(pid)
     }
 
-    /// The process is in the stopped state (`T` in /proc/PID/stat).
-    pub fn is_stopped(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.0))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "T"))
-            })
-            .unwrap_or(false)
+    /// Waits until the process is in the stopped state (`T` in
+    /// /proc/PID/stat; SIGSTOP reaches every thread of the JVM a moment
+    /// after kill(1) returns). False if it is not within `within`.
+    pub async fn wait_stopped(&self, within: Duration) -> bool {
+        let stat = format!("/proc/{}/stat", self.0);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let state = std::fs::read_to_string(&stat).ok().and_then(|s| {
+                let (_, rest) = s.rsplit_once(')')?;
+                rest.split_whitespace().next().map(str::to_string)
+            });
+            if state.as_deref() == Some("T") {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::process::{Child, Command};
 
 use super::cluster_faults::signal;
 use super::report::sabotage;
-use super::{cluster, http_get, metric_sum, readings::vm_rss_kib, repo};
+use super::{cluster, http_get, metric_sum, readings::vm_rss_kib};
 
 pub const PROXY_BIN: &str = env!("CARGO_BIN_EXE_kafka-dedup-proxy");
 
@@ -27,20 +27,17 @@ pub const PROXY_BIN: &str = env!("CARGO_BIN_EXE_kafka-dedup-proxy");
 /// itself (from the cache, or from an in-flight original's outcome).
 pub const ANSWERED_OUTCOMES: [&str; 2] = ["outcome=\"duplicate\"", "outcome=\"coalesced\""];
 
-/// The plain forwarder's binary, built on first use (`cargo test` builds
-/// examples, `cargo test --test X` does not).
+/// The plain forwarder's binary (`cargo build --example tcp_forwarder`;
+/// `cargo test` builds it, `cargo test --test X` does not, and a cargo run
+/// from inside a test would wait on the build lock of the one running it).
 fn forwarder_bin() -> std::path::PathBuf {
     let debug_dir = std::path::Path::new(PROXY_BIN).parent().unwrap();
     let bin = debug_dir.join("examples/tcp_forwarder");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--example", "tcp_forwarder"])
-            .current_dir(repo())
-            .status()
-            .expect("cargo build --example tcp_forwarder");
-        assert!(status.success(), "the plain forwarder builds");
-    }
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --example tcp_forwarder` first",
+        bin.display()
+    );
     bin
 }
 
