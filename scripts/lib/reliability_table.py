@@ -81,6 +81,51 @@ def table(results):
     return "\n".join(lines)
 
 
+# Further measured fields shown per scenario below the table, when present.
+DETAILS = [
+    "new_leader",
+    "forwarded",
+    "answered_during_hold",
+    "relay",
+    "proxy_down_s",
+    "drains",
+    "epochs",
+    "old_epoch_retry",
+    "new_epoch_retry",
+    "zombie_retry_before_new_epoch",
+    "broker_answer_to_zombie_retry",
+    "zombie_retry_after_new_epoch",
+    "aborted_records",
+    "crc",
+    "slowloris",
+    "stalled_frame",
+    "idle",
+    "rss_kib",
+    "frame_errors",
+    "canary",
+    "rejected_and_closed",
+    "rejected_logged",
+    "kdp_connections_rejected_total",
+    "held",
+    "peak_len",
+    "evicted_capacity",
+    "bytes_per_entry",
+]
+
+
+def details(results):
+    lines = []
+    for r in sorted(results, key=lambda r: r.get("scenario", "")):
+        shown = [
+            f"{key} `{json.dumps(r[key], separators=(',', ':'))}`"
+            for key in DETAILS
+            if key in r
+        ]
+        if shown:
+            lines.append(f"* **{r.get('scenario', '?')}**: " + "; ".join(shown))
+    return "\n".join(lines)
+
+
 def run_line(args, results):
     failed = sum(1 for r in results if (r.get("checks") or {}).get("failed"))
     parts = [f"Run of {args.date}" if args.date else "Run"]
@@ -118,7 +163,11 @@ def main():
         sys.exit(f"{args.doc}: markers {START} / {END} not found")
     head, rest = doc.split(START, 1)
     _, tail = rest.split(END, 1)
-    block = f"{START}\n{run_line(args, results)}\n\n{body}\n{END}"
+    block = (
+        f"{START}\n{run_line(args, results)}\n\n{body}\n\n"
+        f"Further measured fields per scenario (from the same JSON lines):\n\n"
+        f"{details(results)}\n{END}"
+    )
     with open(args.doc, "w", encoding="utf-8") as f:
         f.write(head + block + tail)
     print(body)
