@@ -9,8 +9,8 @@
 //! binary, or the plain forwarder, as a child process), `raw` (raw
 //! idempotent and transactional producers, the canary), `hostile`
 //! (malformed input and connection floods) and `readings` (process memory
-//! and descriptors). The names other test files used from here are
-//! re-exported below.
+//! and descriptors). Everything that moved out is re-exported here under
+//! its old path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
@@ -25,10 +25,19 @@ use tokio::task::JoinHandle;
 
 use super::{repo, unique};
 
+// The old paths (`common::verifiable::X`) of everything that moved out.
 #[allow(unused_imports)]
-pub use super::cluster_faults::{KilledBroker, PausedBroker, leader_of};
+pub use super::cluster_faults::*;
 #[allow(unused_imports)]
-pub use super::raw::{PRODUCE_VERSION, batch, produce_request};
+pub use super::hostile::*;
+#[allow(unused_imports)]
+pub use super::proxy_process::*;
+#[allow(unused_imports)]
+pub use super::raw::*;
+#[allow(unused_imports)]
+pub use super::readings::*;
+#[allow(unused_imports)]
+pub use super::relay::*;
 
 /// One record VerifiableProducer saw acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
