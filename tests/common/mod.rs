@@ -7,8 +7,16 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod cluster_faults;
 pub mod fault;
+pub mod hostile;
+pub mod proxy_process;
+pub mod raw;
+pub mod readings;
+pub mod relay;
+pub mod report;
 pub mod security;
+pub mod txn;
 pub mod verifiable;
 
 use std::path::PathBuf;
