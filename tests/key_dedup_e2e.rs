@@ -172,3 +172,46 @@ async fn librdkafka_repeats_are_removed_under_snappy_and_gzip() {
     assert!(seen.values().all(|n| *n == 1), "and only once");
     assert!((0..2500).all(|i| seen.contains_key(&format!("rec-{i}"))));
 }
+
+/// A non-idempotent batch of one record whose value (and so content key)
+/// is `value`.
+fn one_record(value: &str) -> bytes::Bytes {
+    use kafka_dedup_proxy::codec::record_batch::{SimpleRecord, encode_record_batch};
+    let record = SimpleRecord {
+        key: None,
+        value: Some(bytes::Bytes::from(value.to_string())),
+    };
+    encode_record_batch(-1, -1, -1, 1_700_000_000_000, 0, &[record])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_past_its_window_is_written_again_and_a_corrupt_batch_reaches_the_broker() {
+    let _g = cluster_lock().read().await;
+    let mut args = key_dedup_args("window-*", "content");
+    args.extend(["--key-dedup-window-seconds".into(), "1".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = start_proxy(&args).await;
+    let topic = unique("window-keys");
+    create_topic(&topic, 1).await;
+    let leader = p.broker_addr(common::cluster_faults::leader_of(&topic, 0).await);
+    let (e1, first) = common::raw::produce_once(&leader, None, &topic, 0, one_record("same")).await;
+    assert_eq!(e1, 0);
+    // Inside the window: answered by the proxy with the first offset.
+    let (e2, again) = common::raw::produce_once(&leader, None, &topic, 0, one_record("same")).await;
+    assert_eq!((e2, again), (0, first), "a repeat inside the window");
+    // Past the window the same content is written again, at a new offset.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let (e3, later) = common::raw::produce_once(&leader, None, &topic, 0, one_record("same")).await;
+    assert_eq!(e3, 0);
+    assert!(
+        later > first,
+        "written again past the window: {later} after {first}"
+    );
+    // A batch whose CRC does not match goes to the broker untouched: the
+    // broker, not the proxy, answers CORRUPT_MESSAGE (2).
+    let mut corrupt = one_record("other").to_vec();
+    let n = corrupt.len() - 1;
+    corrupt[n] ^= 0x01;
+    let (e4, _) = common::raw::produce_once(&leader, None, &topic, 0, corrupt.into()).await;
+    assert_eq!(e4, 2, "the broker judged the corrupt batch");
+}
