@@ -35,7 +35,6 @@ fn a_million_producer_partitions_stay_within_a_200k_cache_and_every_eviction_is_
     let rss_before = vm_rss_kib("self").unwrap_or(0);
     let cache = DedupCache::new(5, capacity, Duration::from_secs(900));
     let mut peak_len = 0;
-    let c_counted;
     for k in 0..keys {
         let key = ProducerPartition {
             scope: Scope::Anonymous,
@@ -71,7 +70,7 @@ fn a_million_producer_partitions_stay_within_a_200k_cache_and_every_eviction_is_
     let mut published = Default::default();
     kafka_dedup_proxy::metrics::record_cache(&cache, &mut published);
     let evicted = evictions(&handle) - evicted_before;
-    c_counted = cache.evictions().capacity as f64;
+    let c_counted = cache.evictions().capacity as f64;
     let growth_kib = rss_full.saturating_sub(rss_before);
     let bytes_per_entry = if held > 0 {
         growth_kib as f64 * 1024.0 / held as f64
