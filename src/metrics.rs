@@ -283,15 +283,24 @@ pub fn record_keys(
 ) {
     metrics::gauge!(KEY_DEDUP_KEYS).set(keys.len() as f64);
     let now = keys.evictions();
-    for (reason, n, was) in [
-        ("expired", now.expired, published.expired),
-        ("capacity", now.capacity, published.capacity),
-    ] {
-        if n > was {
-            metrics::counter!(KEY_DEDUP_EVICTIONS_TOTAL, "reason" => reason).increment(n - was);
+    publish_increases(
+        KEY_DEDUP_EVICTIONS_TOTAL,
+        [
+            ("expired", now.expired, published.expired),
+            ("capacity", now.capacity, published.capacity),
+        ],
+    );
+    *published = now;
+}
+
+/// Adds to counter `name{reason}` what each running total grew by since it
+/// was last published.
+fn publish_increases<const N: usize>(name: &'static str, totals: [(&'static str, u64, u64); N]) {
+    for (reason, now, was) in totals {
+        if now > was {
+            metrics::counter!(name, "reason" => reason).increment(now - was);
         }
     }
-    *published = now;
 }
 
 /// Publishes the dedup cache's size and the evictions since `published`
@@ -302,15 +311,14 @@ pub fn record_cache(
 ) {
     metrics::gauge!(DEDUP_CACHE_ENTRIES).set(cache.len() as f64);
     let now = cache.evictions();
-    for (reason, n, was) in [
-        ("epoch", now.epoch, published.epoch),
-        ("capacity", now.capacity, published.capacity),
-        ("ttl", now.ttl, published.ttl),
-    ] {
-        if n > was {
-            metrics::counter!(DEDUP_CACHE_EVICTIONS_TOTAL, "reason" => reason).increment(n - was);
-        }
-    }
+    publish_increases(
+        DEDUP_CACHE_EVICTIONS_TOTAL,
+        [
+            ("epoch", now.epoch, published.epoch),
+            ("capacity", now.capacity, published.capacity),
+            ("ttl", now.ttl, published.ttl),
+        ],
+    );
     *published = now;
 }
 

@@ -115,6 +115,24 @@ pub fn put_response_header(buf: &mut BytesMut, h: &ResponseHeader, header_versio
     put_tagged_if(buf, &h.tagged_fields, header_version >= 1);
 }
 
+/// A response frame in the proxy's own name: a header with
+/// `correlation_id` (no tagged fields) at `header_version`, then what `body`
+/// writes.
+pub fn response_frame(
+    correlation_id: i32,
+    header_version: i16,
+    body: impl FnOnce(&mut BytesMut),
+) -> bytes::Bytes {
+    let mut buf = BytesMut::new();
+    let h = ResponseHeader {
+        correlation_id,
+        tagged_fields: TaggedFields::default(),
+    };
+    put_response_header(&mut buf, &h, header_version);
+    body(&mut buf);
+    super::frame::Frame::from_body(&buf).into_raw()
+}
+
 /// Parses a request header whose version follows from its own api key and
 /// version. Fails for APIs whose flexible versions the proxy does not know.
 pub fn parse_request_header_auto(i: &[u8]) -> Result<(RequestHeader, &[u8]), CodecError> {

@@ -421,6 +421,24 @@ mod tests {
         assert_eq!(p.complete(resp).unwrap(), None);
     }
 
+    /// Partitions `index[i]` each with a one-record batch of producer
+    /// `pids[i]` (a second record for the first two: they differ in size).
+    fn three_partitions(pids: [i64; 3], index: [i32; 3]) -> ProduceRequest {
+        let parts: Vec<_> = (0..3)
+            .map(|i| (index[i], batch(pids[i], 0, if i < 2 { 2 } else { 1 })))
+            .collect();
+        request(-1, &parts)
+    }
+
+    /// One batch on partition `index`, accepted by the broker at `offset`.
+    fn commit_one(d: &ProduceDedup, index: i32, b: Bytes, offset: i64) {
+        produce(
+            d,
+            &request(-1, &[(index, b)]),
+            &broker_ok(&[(index, offset)]),
+        );
+    }
+
     fn offsets(r: &ProduceResponse) -> Vec<(i32, i16, i64)> {
         r.responses[0]
             .partitions
@@ -477,19 +495,8 @@ mod tests {
     #[test]
     fn mixed_request_forwards_only_fresh_partitions_and_merges_in_order() {
         let d = dedup(Mode::On);
-        produce(
-            &d,
-            &request(-1, &[(1, batch(7, 0, 2))]),
-            &broker_ok(&[(1, 50)]),
-        );
-        let mixed = request(
-            -1,
-            &[
-                (0, batch(8, 0, 2)),
-                (1, batch(7, 0, 2)),
-                (2, batch(9, 0, 1)),
-            ],
-        );
+        commit_one(&d, 1, batch(7, 0, 2), 50);
+        let mixed = three_partitions([8, 7, 9], [0, 1, 2]);
         let (Decision::Split { request, pending }, out) = decide(&d, &mixed) else {
             panic!("expected a split");
         };
@@ -531,19 +538,8 @@ mod tests {
     #[test]
     fn merge_fails_when_the_broker_leaves_out_a_forwarded_partition() {
         let d = dedup(Mode::On);
-        produce(
-            &d,
-            &request(-1, &[(5, batch(9, 0, 1))]),
-            &broker_ok(&[(5, 9)]),
-        );
-        let req = request(
-            -1,
-            &[
-                (0, batch(7, 0, 3)),
-                (1, batch(8, 0, 1)),
-                (5, batch(9, 0, 1)),
-            ],
-        );
+        commit_one(&d, 5, batch(9, 0, 1), 9);
+        let req = three_partitions([7, 8, 9], [0, 1, 5]);
         let (Decision::Split { pending, .. }, _) = decide(&d, &req) else {
             panic!("expected a split");
         };

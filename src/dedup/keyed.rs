@@ -419,18 +419,28 @@ mod tests {
         assert_eq!(values, vec!["v-Some(\"a\")", "v-Some(\"b\")"]);
     }
 
-    #[tokio::test]
-    async fn a_copy_of_an_in_flight_key_waits_for_its_outcome() {
-        let d = dedup();
-        let (Decision::Forward(p), _) = decide(&d, request("orders-eu", -1, batch(&[Some("a")])))
+    /// Key "a" sent once (at the broker now) and again (waiting for it).
+    fn in_flight_and_waiting(
+        d: &ProduceDedup,
+    ) -> (
+        crate::dedup::Pending,
+        tokio::task::JoinHandle<(Decision, Outcomes)>,
+    ) {
+        let (Decision::Forward(p), _) = decide(d, request("orders-eu", -1, batch(&[Some("a")])))
         else {
             panic!("fresh");
         };
-        let (Decision::Wait(w), _) = decide(&d, request("orders-eu", -1, batch(&[Some("a")])))
+        let (Decision::Wait(w), _) = decide(d, request("orders-eu", -1, batch(&[Some("a")])))
         else {
             panic!("waits for the first copy");
         };
-        let waiting = tokio::spawn(w.resolve(std::future::pending()));
+        (p, tokio::spawn(w.resolve(std::future::pending())))
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_an_in_flight_key_waits_for_its_outcome() {
+        let d = dedup();
+        let (p, waiting) = in_flight_and_waiting(&d);
         p.complete(&ok("orders-eu", 9)).unwrap();
         let (Decision::Answer(r), _) = waiting.await.unwrap() else {
             panic!("answered once the first copy landed");
@@ -441,15 +451,7 @@ mod tests {
     #[tokio::test]
     async fn a_copy_of_a_failed_key_goes_to_the_broker() {
         let d = dedup();
-        let (Decision::Forward(p), _) = decide(&d, request("orders-eu", -1, batch(&[Some("a")])))
-        else {
-            panic!("fresh");
-        };
-        let (Decision::Wait(w), _) = decide(&d, request("orders-eu", -1, batch(&[Some("a")])))
-        else {
-            panic!("waits");
-        };
-        let waiting = tokio::spawn(w.resolve(std::future::pending()));
+        let (p, waiting) = in_flight_and_waiting(&d);
         drop(p);
         let (Decision::Forward(_), out) = waiting.await.unwrap() else {
             panic!("the copy goes out");

@@ -391,15 +391,26 @@ mod tests {
         assert!(second.is_empty());
     }
 
-    #[test]
-    fn a_failed_claim_is_forgotten_and_its_waiters_told() {
+    /// A cache where one batch claimed "a" and another waits for it.
+    fn claimed_and_awaited() -> (
+        Arc<KeyCache>,
+        KeyClaims,
+        KeyClaims,
+        oneshot::Receiver<KeyOutcome>,
+    ) {
         let c = KeyCache::new(Duration::from_secs(60), 100);
         let mut first = KeyClaims::new(&c);
         c.claim(id("a"), 0, &mut first);
         let mut other = KeyClaims::new(&c);
-        let Claim::InFlight(mut rx) = c.claim(id("a"), 0, &mut other) else {
+        let Claim::InFlight(rx) = c.claim(id("a"), 0, &mut other) else {
             panic!("expected in flight");
         };
+        (c, first, other, rx)
+    }
+
+    #[test]
+    fn a_failed_claim_is_forgotten_and_its_waiters_told() {
+        let (c, first, mut other, mut rx) = claimed_and_awaited();
         drop(first);
         assert_eq!(rx.try_recv().unwrap(), None);
         assert!(matches!(c.claim(id("a"), 0, &mut other), Claim::Fresh));
@@ -408,13 +419,7 @@ mod tests {
 
     #[test]
     fn waiters_learn_the_origin_of_a_committed_key() {
-        let c = KeyCache::new(Duration::from_secs(60), 100);
-        let mut first = KeyClaims::new(&c);
-        c.claim(id("a"), 0, &mut first);
-        let mut other = KeyClaims::new(&c);
-        let Claim::InFlight(mut rx) = c.claim(id("a"), 0, &mut other) else {
-            panic!("expected in flight");
-        };
+        let (_c, first, _other, mut rx) = claimed_and_awaited();
         first.commit(0, 3);
         assert_eq!(rx.try_recv().unwrap(), Some(origin(3)));
     }

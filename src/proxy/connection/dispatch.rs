@@ -3,17 +3,13 @@
 //! Produce goes to [`produce`](super::produce); SASL is followed to learn
 //! the user; ApiVersions above our range is answered in the broker's way.
 
-use bytes::BytesMut;
-
 use super::client_reader::Session;
 use super::produce::handle_produce;
 use super::responses::OnResponse;
 use crate::codec::api::{self, is_hidden_api, max_supported_version};
 use crate::codec::api_versions::{self, ApiVersion, ApiVersionsResponse};
 use crate::codec::frame::Frame;
-use crate::codec::header::{
-    ResponseHeader, parse_request_header_auto, parse_request_prefix, put_response_header,
-};
+use crate::codec::header::{parse_request_header_auto, parse_request_prefix, response_frame};
 use crate::codec::primitives::TaggedFields;
 use crate::codec::{producer_epoch, sasl};
 use crate::metrics as kdp_metrics;
@@ -122,15 +118,7 @@ fn unsupported_api_versions(correlation_id: i32) -> bytes::Bytes {
         throttle_time_ms: 0,
         tagged_fields: TaggedFields::default(),
     };
-    let mut buf = BytesMut::new();
-    put_response_header(
-        &mut buf,
-        &ResponseHeader {
-            correlation_id,
-            tagged_fields: TaggedFields::default(),
-        },
-        0,
-    );
-    api_versions::encode_api_versions_response(&mut buf, &resp, 0);
-    Frame::from_body(&buf).into_raw()
+    response_frame(correlation_id, 0, |buf| {
+        api_versions::encode_api_versions_response(buf, &resp, 0)
+    })
 }

@@ -13,10 +13,8 @@ use super::upstream::{Outgoing, Owed};
 use crate::codec::api;
 use crate::codec::frame::Frame;
 use crate::codec::header::{
-    RequestHeader, ResponseHeader, put_request_header, put_response_header, request_header_version,
-    response_header_version,
+    self, RequestHeader, put_request_header, request_header_version, response_header_version,
 };
-use crate::codec::primitives::TaggedFields;
 use crate::codec::produce::{self, ProduceRequest, ProduceResponse};
 use crate::dedup::{Decision, Outcomes};
 use crate::metrics as kdp_metrics;
@@ -165,15 +163,8 @@ fn request_frame(header: &RequestHeader, req: &ProduceRequest) -> Bytes {
 
 /// A Produce response frame in the proxy's name.
 fn response_frame(correlation_id: i32, version: i16, r: &ProduceResponse) -> Bytes {
-    let mut buf = BytesMut::new();
-    put_response_header(
-        &mut buf,
-        &ResponseHeader {
-            correlation_id,
-            tagged_fields: TaggedFields::default(),
-        },
-        response_header_version(api::PRODUCE, version),
-    );
-    produce::encode_produce_response(&mut buf, r, version);
-    Frame::from_body(&buf).into_raw()
+    let header_version = response_header_version(api::PRODUCE, version);
+    header::response_frame(correlation_id, header_version, |buf| {
+        produce::encode_produce_response(buf, r, version)
+    })
 }

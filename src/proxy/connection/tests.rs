@@ -232,8 +232,20 @@ async fn acks_zero_takes_no_slot_and_later_answers_still_match() {
     assert_eq!(correlation(&next_frame(&mut h.client).await), 2);
 }
 
-#[tokio::test]
-async fn a_retry_of_an_in_flight_batch_gets_the_originals_offset() {
+/// One batch sent once: the broker has received it.
+async fn sent_once() -> (Harness, Bytes) {
+    let mut h = harness();
+    let b = batch(0);
+    h.client.write_all(&produce_frame(1, -1, &b)).await.unwrap();
+    assert_eq!(
+        request_id(&next_frame(&mut h.broker).await),
+        (api::PRODUCE, 1)
+    );
+    (h, b)
+}
+
+/// One batch sent twice, pipelined: the broker has received the first.
+async fn sent_twice() -> Harness {
     let mut h = harness();
     let b = batch(0);
     h.client.write_all(&produce_frame(1, -1, &b)).await.unwrap();
@@ -242,6 +254,12 @@ async fn a_retry_of_an_in_flight_batch_gets_the_originals_offset() {
         request_id(&next_frame(&mut h.broker).await),
         (api::PRODUCE, 1)
     );
+    h
+}
+
+#[tokio::test]
+async fn a_retry_of_an_in_flight_batch_gets_the_originals_offset() {
+    let mut h = sent_twice().await;
     h.broker
         .write_all(&produce_response(1, 0, 7))
         .await
@@ -255,14 +273,7 @@ async fn a_retry_of_an_in_flight_batch_gets_the_originals_offset() {
 
 #[tokio::test]
 async fn a_retry_whose_original_fails_goes_to_the_broker() {
-    let mut h = harness();
-    let b = batch(0);
-    h.client.write_all(&produce_frame(1, -1, &b)).await.unwrap();
-    h.client.write_all(&produce_frame(2, -1, &b)).await.unwrap();
-    assert_eq!(
-        request_id(&next_frame(&mut h.broker).await),
-        (api::PRODUCE, 1)
-    );
+    let mut h = sent_twice().await;
     // NOT_LEADER_OR_FOLLOWER: the original is not written.
     h.broker
         .write_all(&produce_response(1, 6, -1))
@@ -282,13 +293,7 @@ async fn a_retry_whose_original_fails_goes_to_the_broker() {
 
 #[tokio::test]
 async fn a_broker_gone_mid_request_closes_the_client_and_remembers_nothing() {
-    let mut h = harness();
-    let b = batch(0);
-    h.client.write_all(&produce_frame(1, -1, &b)).await.unwrap();
-    assert_eq!(
-        request_id(&next_frame(&mut h.broker).await),
-        (api::PRODUCE, 1)
-    );
+    let (mut h, b) = sent_once().await;
     drop(h.broker);
     // No answer: the client's connection closes.
     let end = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut h.client)).await;
@@ -308,13 +313,7 @@ async fn a_broker_gone_mid_request_closes_the_client_and_remembers_nothing() {
 
 #[tokio::test]
 async fn a_client_gone_mid_request_still_commits_the_brokers_answer() {
-    let mut h = harness();
-    let b = batch(0);
-    h.client.write_all(&produce_frame(1, -1, &b)).await.unwrap();
-    assert_eq!(
-        request_id(&next_frame(&mut h.broker).await),
-        (api::PRODUCE, 1)
-    );
+    let (mut h, b) = sent_once().await;
     drop(h.client);
     // The broker's answer still resolves the batch: a retry on another
     // connection may be waiting for it.
