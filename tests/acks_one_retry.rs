@@ -554,3 +554,36 @@ async fn an_acks_one_retry_is_answered_only_by_its_broker_never_while_it_is_stop
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The pause above is only as good as the pid it stops. A node's pid file
+/// outlives its process and pids are reused (pid_max may be 32768), so a
+/// stale pid file of one cluster can name a broker of another cluster on
+/// the same machine: `scripts/kafka pid` must not report it, or a pause, a
+/// resume (SIGCONT) or a stop meant for a dead node reaches a live broker
+/// of someone else's cluster, possibly one paused there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_pid_file_never_names_a_broker_of_another_cluster() {
+    let _g = cluster_lock().read().await;
+    cluster();
+    let live = kafka(&["pid", "1"]).await.trim().to_string();
+    let dir = std::env::temp_dir().join(unique("kdp-stale"));
+    std::fs::create_dir_all(dir.join("node-1")).unwrap();
+    std::fs::write(
+        dir.join("cluster.env"),
+        "KAFKA_VERSION=4.4.0\nNODES=3\nPORT_BASE=1\nSECURITY=0\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("node-1/pid"), &live).unwrap();
+    let out = Command::new(repo().join("scripts/kafka"))
+        .args(["pid", "1"])
+        .env("KDP_KAFKA_DIR", &dir)
+        .output()
+        .await
+        .expect("scripts/kafka");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        !out.status.success(),
+        "a stale pid file named pid {live} (node 1 of the test cluster) as its own node 1: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
