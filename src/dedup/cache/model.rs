@@ -5,8 +5,10 @@
 //! Run it with `cargo test --features model-check --lib dedup::cache::model`
 //! (only these tests: with the feature, the cache's locks are shuttle's and
 //! work inside a shuttle run only). `KDP_MODEL_ITERATIONS` sets the
-//! schedules per check, `KDP_MODEL_SEED` the seed; a failure prints the
-//! schedule for `shuttle::replay`.
+//! schedules per check, `KDP_MODEL_SEED` the seed of the random half; a
+//! failure prints its schedule, which `KDP_MODEL_REPLAY=<schedule>` runs
+//! again, alone (name the one test to replay): the same assertion fails
+//! at the same step, after which shuttle may add "schedule ended early".
 //!
 //! The world of one schedule: three producer ids whose ⟨id, topic,
 //! partition⟩ land in one shard of two slots (so CLOCK eviction happens),
@@ -380,6 +382,11 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn check(plant: Plant, iterations: usize) -> Coverage {
     let seed = env_or("KDP_MODEL_SEED", DEFAULT_SEED);
     let cov = Arc::new(Coverage::default());
+    if let Ok(schedule) = std::env::var("KDP_MODEL_REPLAY") {
+        let c = Arc::clone(&cov);
+        shuttle::replay(move || one_schedule(plant, &c), schedule.trim());
+        return Arc::try_unwrap(cov).unwrap_or_default();
+    }
     let c = Arc::clone(&cov);
     let random = Runner::new(
         RandomScheduler::new_from_seed(seed, iterations.div_ceil(2)),
