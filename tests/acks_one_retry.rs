@@ -45,6 +45,7 @@ const SILENT_WINDOW: Duration = Duration::from_millis(1500);
 /// Bound of one iteration.
 const ITERATION_TIMEOUT: Duration = Duration::from_secs(30);
 const RECORDS_PER_BATCH: usize = 2;
+const PARTITIONS: usize = 3;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
 // ---------------------------------------------------------------------------
@@ -283,7 +284,7 @@ fn batch(producer_id: i64, epoch: i16, seq: i32, tag: &str) -> Bytes {
     buf.freeze()
 }
 
-fn produce_acks_one(topic: &str, records: &Bytes) -> ProduceRequest {
+fn produce_acks_one(topic: &str, partition: i32, records: &Bytes) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(30_000)
@@ -292,7 +293,7 @@ fn produce_acks_one(topic: &str, records: &Bytes) -> ProduceRequest {
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_partition_data(vec![
                     PartitionProduceData::default()
-                        .with_index(0)
+                        .with_index(partition)
                         .with_records(Some(records.clone())),
                 ]),
         ])
@@ -322,8 +323,8 @@ async fn init_producer_id(conn: &mut RawConn) -> (i64, i16) {
 }
 
 /// From the cluster itself (not through the proxy): the leader of
-/// partition 0 and every broker's port.
-async fn leader_and_ports(topic: &str) -> (i32, HashMap<i32, u16>) {
+/// `partition` and every broker's port.
+async fn leader_and_ports(topic: &str, partition: i32) -> (i32, HashMap<i32, u16>) {
     for _ in 0..100 {
         for port in &cluster().broker_ports {
             let addr = format!("127.0.0.1:{port}");
@@ -356,7 +357,7 @@ async fn leader_and_ports(topic: &str) -> (i32, HashMap<i32, u16>) {
             let leader = resp
                 .topics
                 .first()
-                .and_then(|t| t.partitions.iter().find(|p| p.partition_index == 0))
+                .and_then(|t| t.partitions.iter().find(|p| p.partition_index == partition))
                 .map(|p| p.leader_id.0)
                 .unwrap_or(-1);
             if leader >= 0 {
@@ -365,7 +366,7 @@ async fn leader_and_ports(topic: &str) -> (i32, HashMap<i32, u16>) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("no leader for {topic}-0")
+    panic!("no leader for {topic}-{partition}")
 }
 
 // ---------------------------------------------------------------------------
@@ -375,6 +376,7 @@ async fn leader_and_ports(topic: &str) -> (i32, HashMap<i32, u16>) {
 /// What one iteration saw.
 #[derive(Debug)]
 struct Seen {
+    partition: i32,
     node: i32,
     broker_pid: u32,
     broker_port: u16,
@@ -389,15 +391,21 @@ struct Producer {
     epoch: i16,
 }
 
-async fn one_iteration(proxy: &ProxyProcess, topic: &str, p: &Producer, seq: i32) -> Seen {
+async fn one_iteration(
+    proxy: &ProxyProcess,
+    topic: &str,
+    partition: i32,
+    p: &Producer,
+    seq: i32,
+) -> Seen {
     let records = batch(p.id, p.epoch, seq, topic);
-    let req = produce_acks_one(topic, &records);
+    let req = produce_acks_one(topic, partition, &records);
     let start = proxy.metrics().await;
     let mut sends = 0.0;
 
     // 1. The batch is accepted through the leader's proxy port.
     let (node, ports, first_offset) = loop {
-        let (node, ports) = leader_and_ports(topic).await;
+        let (node, ports) = leader_and_ports(topic, partition).await;
         wait_listening(&proxy.broker_addr(node)).await;
         let mut conn = RawConn::connect(&proxy.broker_addr(node)).await;
         sends += 1.0;
@@ -499,6 +507,7 @@ async fn one_iteration(proxy: &ProxyProcess, topic: &str, p: &Producer, seq: i32
         "the proxy answered a batch itself"
     );
     Seen {
+        partition,
         node,
         broker_pid,
         broker_port,
@@ -512,7 +521,9 @@ async fn one_iteration(proxy: &ProxyProcess, topic: &str, p: &Producer, seq: i32
 async fn an_acks_one_retry_is_answered_only_by_its_broker_never_while_it_is_stopped() {
     let _g = cluster_lock().write().await;
     let topic = unique("acks1-retry");
-    create_topic(&topic, 1).await;
+    // One partition per broker (most likely): the iterations stop each
+    // broker in turn.
+    create_topic(&topic, PARTITIONS as u32).await;
     let proxy = ProxyProcess::spawn().await;
     let mut conn = RawConn::connect(&proxy.bootstrap()).await;
     let (id, epoch) = init_producer_id(&mut conn).await;
@@ -524,16 +535,19 @@ async fn an_acks_one_retry_is_answered_only_by_its_broker_never_while_it_is_stop
 
     let started = Instant::now();
     for i in 0..iterations {
-        let seq = (i * RECORDS_PER_BATCH) as i32;
+        let partition = (i % PARTITIONS) as i32;
+        let seq = (i / PARTITIONS * RECORDS_PER_BATCH) as i32;
         let seen = tokio::time::timeout(
             ITERATION_TIMEOUT,
-            one_iteration(&proxy, &topic, &producer, seq),
+            one_iteration(&proxy, &topic, partition, &producer, seq),
         )
         .await
         .unwrap_or_else(|_| panic!("iteration {i} took longer than {ITERATION_TIMEOUT:?}"));
         println!(
-            "iteration {i}: node {} (pid {}, port {}) stopped, silent for {:?}; after resume \
-             ({:?}) the broker answered error {} base offset {} (first send: offset {})",
+            "iteration {i}: partition {} leader node {} (pid {}, port {}) stopped, silent for \
+             {:?}; after resume ({:?}) the broker answered error {} base offset {} (first send: \
+             offset {})",
+            seen.partition,
             seen.node,
             seen.broker_pid,
             seen.broker_port,
