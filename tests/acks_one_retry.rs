@@ -3,15 +3,21 @@
 //! failover and the client's retry is what saves it, so the proxy never
 //! answers one itself).
 //!
-//! Many times over: an idempotent acks=1 batch is accepted through the
-//! proxy; the leader's JVM is stopped (SIGSTOP), and the test checks that
+//! Many times over: an idempotent batch is accepted through the proxy
+//! (with acks=1; every other time with acks=all, which leaves it committed
+//! in the proxy's cache); the leader's JVM is stopped (SIGSTOP), and the
+//! test checks that
 //! what it stopped really is that broker (every thread in state `T`, the
 //! pid owns the broker's listening socket) and that the proxy's new
 //! upstream connection goes to that very port; the same batch is sent again
-//! on a new connection to the leader's proxy port, and nothing may answer
+//! with acks=1 on a new connection to the leader's proxy port, and nothing
+//! may answer
 //! while the broker is stopped. Once it resumes, the answer is the
 //! broker's (its own duplicate check: error NONE, the original offset),
-//! and the proxy's synthetic-answer counters did not move.
+//! and the proxy's synthetic-answer counters did not move. Where the
+//! batch was committed with acks=all, an acks=all copy is then answered
+//! by the proxy: the batch was in the cache all along, and the counter
+//! counts.
 //!
 //! The proxy is the binary, as a child process with its own metrics port,
 //! so the counters are this test's alone.
@@ -284,9 +290,9 @@ fn batch(producer_id: i64, epoch: i16, seq: i32, tag: &str) -> Bytes {
     buf.freeze()
 }
 
-fn produce_acks_one(topic: &str, partition: i32, records: &Bytes) -> ProduceRequest {
+fn produce(acks: i16, topic: &str, partition: i32, records: &Bytes) -> ProduceRequest {
     ProduceRequest::default()
-        .with_acks(1)
+        .with_acks(acks)
         .with_timeout_ms(30_000)
         .with_topic_data(vec![
             TopicProduceData::default()
@@ -376,6 +382,7 @@ async fn leader_and_ports(topic: &str, partition: i32) -> (i32, HashMap<i32, u16
 /// What one iteration saw.
 #[derive(Debug)]
 struct Seen {
+    first_acks: i16,
     partition: i32,
     node: i32,
     broker_pid: u32,
@@ -391,25 +398,32 @@ struct Producer {
     epoch: i16,
 }
 
+/// `first_acks` is the acks of the first send: 1 as a client that retries
+/// does, or -1 (all), which leaves the batch committed in the proxy's cache,
+/// where an acks=1 retry must still not find it.
 async fn one_iteration(
     proxy: &ProxyProcess,
     topic: &str,
     partition: i32,
     p: &Producer,
     seq: i32,
+    first_acks: i16,
 ) -> Seen {
     let records = batch(p.id, p.epoch, seq, topic);
-    let req = produce_acks_one(topic, partition, &records);
+    let first = produce(first_acks, topic, partition, &records);
+    let req = produce(1, topic, partition, &records);
     let start = proxy.metrics().await;
-    let mut sends = 0.0;
+    let mut acks_one_sends = 0.0;
 
     // 1. The batch is accepted through the leader's proxy port.
     let (node, ports, first_offset) = loop {
         let (node, ports) = leader_and_ports(topic, partition).await;
         wait_listening(&proxy.broker_addr(node)).await;
         let mut conn = RawConn::connect(&proxy.broker_addr(node)).await;
-        sends += 1.0;
-        match answer(&conn.call(PRODUCE_VERSION, &req).await) {
+        if first_acks == 1 {
+            acks_one_sends += 1.0;
+        }
+        match answer(&conn.call(PRODUCE_VERSION, &first).await) {
             (0, offset) => break (node, ports, offset),
             (NOT_LEADER_OR_FOLLOWER, _) => tokio::time::sleep(Duration::from_millis(200)).await,
             (e, _) => panic!("first send of batch {seq} failed with error {e}"),
@@ -456,7 +470,7 @@ async fn one_iteration(
         "one client connection, one upstream connection"
     );
     let corr = retry.send(PRODUCE_VERSION, &req).await;
-    sends += 1.0;
+    acks_one_sends += 1.0;
     let early = tokio::time::timeout(SILENT_WINDOW, retry.recv::<ProduceRequest>(PRODUCE_VERSION))
         .await
         .ok();
@@ -484,7 +498,7 @@ async fn one_iteration(
     );
     assert_eq!(
         during.uncacheable - start.uncacheable,
-        sends,
+        acks_one_sends,
         "every acks=1 send is classified uncacheable"
     );
 
@@ -506,7 +520,24 @@ async fn one_iteration(
         (start.synthetic, start.bytes_saved),
         "the proxy answered a batch itself"
     );
+    if first_acks == -1 {
+        // Control: the batch was in the cache all along, and the counter
+        // does count what the proxy answers: an acks=all copy is answered
+        // from the cache.
+        let all = produce(-1, topic, partition, &records);
+        assert_eq!(
+            answer(&retry.call(PRODUCE_VERSION, &all).await),
+            (0, first_offset),
+            "an acks=all copy gets the original offset"
+        );
+        assert_eq!(
+            proxy.metrics().await.synthetic,
+            end.synthetic + 1.0,
+            "an acks=all copy of a committed batch is answered by the proxy"
+        );
+    }
     Seen {
+        first_acks,
         partition,
         node,
         broker_pid,
@@ -537,16 +568,18 @@ async fn an_acks_one_retry_is_answered_only_by_its_broker_never_while_it_is_stop
     for i in 0..iterations {
         let partition = (i % PARTITIONS) as i32;
         let seq = (i / PARTITIONS * RECORDS_PER_BATCH) as i32;
+        let first_acks = if i % 2 == 0 { 1 } else { -1 };
         let seen = tokio::time::timeout(
             ITERATION_TIMEOUT,
-            one_iteration(&proxy, &topic, partition, &producer, seq),
+            one_iteration(&proxy, &topic, partition, &producer, seq, first_acks),
         )
         .await
         .unwrap_or_else(|_| panic!("iteration {i} took longer than {ITERATION_TIMEOUT:?}"));
         println!(
-            "iteration {i}: partition {} leader node {} (pid {}, port {}) stopped, silent for \
-             {:?}; after resume ({:?}) the broker answered error {} base offset {} (first send: \
-             offset {})",
+            "iteration {i}: first send acks={}, partition {} leader node {} (pid {}, port {}) \
+             stopped, acks=1 retry unanswered for {:?}; after resume ({:?}) the broker answered \
+             error {} base offset {} (first send: offset {})",
+            seen.first_acks,
             seen.partition,
             seen.node,
             seen.broker_pid,
