@@ -31,13 +31,17 @@
 //! by another key never holds that token.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ahash::RandomState;
 use hashbrown::HashTable;
 use tokio::sync::oneshot;
+
+use sync::{AtomicU64, AtomicUsize, Clock, Mutex, MutexGuard, Ordering};
+
+#[cfg(all(test, feature = "model-check"))]
+mod model;
+mod sync;
 
 /// A topic as the cache keys it: by name, or by id when Produce v13 named
 /// an id whose name the proxy has not yet seen in a Metadata response.
@@ -442,10 +446,14 @@ pub struct DedupCache {
     shard_capacity: usize,
     capacity: usize,
     idle_ttl: Duration,
-    started: Instant,
+    clock: Clock,
     next_token: AtomicU64,
     entries: AtomicUsize,
     evicted: EvictionCounts,
+    /// The model check's planted bug: `begin` records a batch as committed
+    /// before the broker answered. The checker must catch it.
+    #[cfg(all(test, feature = "model-check"))]
+    plant_commit_at_begin: std::sync::atomic::AtomicBool,
 }
 
 /// Producer-partitions (or, for `epoch`, batches) the cache let go, by
@@ -486,12 +494,12 @@ impl DedupCache {
     pub fn new(window: usize, max_producer_partitions: usize, idle_ttl: Duration) -> Arc<Self> {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect();
         let fenced = (0..SHARDS)
-            .map(|_| Mutex::new(std::collections::HashMap::with_hasher(RandomState::new())))
+            .map(|_| Mutex::new(std::collections::HashMap::with_hasher(sync::random_state())))
             .collect();
         Arc::new(DedupCache {
             shards,
             fenced,
-            hasher: RandomState::new(),
+            hasher: sync::random_state(),
             window: window.clamp(1, usize::from(u16::MAX)),
             // Slot numbers are u32.
             shard_capacity: max_producer_partitions
@@ -499,10 +507,12 @@ impl DedupCache {
                 .clamp(1, VACANT as usize),
             capacity: max_producer_partitions,
             idle_ttl,
-            started: Instant::now(),
+            clock: Clock::new(),
             next_token: AtomicU64::new(1),
             entries: AtomicUsize::new(0),
             evicted: EvictionCounts::default(),
+            #[cfg(all(test, feature = "model-check"))]
+            plant_commit_at_begin: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -530,7 +540,7 @@ impl DedupCache {
     }
 
     fn now(&self) -> u32 {
-        self.started.elapsed().as_secs() as u32
+        self.clock.secs()
     }
 
     /// Hash of a ⟨scope, topic⟩ pair.
@@ -643,6 +653,31 @@ impl DedupCache {
             w.remove(0);
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        #[cfg(all(test, feature = "model-check"))]
+        if self
+            .plant_commit_at_begin
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            w.push_back(BatchEntry::Committed {
+                base_sequence: batch.base_sequence,
+                last_sequence: batch.last_sequence,
+                crc: batch.crc,
+                committed: Committed {
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: 0,
+                },
+            });
+            drop(guard);
+            return Lookup::Fresh(InFlightGuard {
+                cache: Arc::clone(self),
+                key: Some(key),
+                shard: shard_idx as u32,
+                slot: idx as u32,
+                epoch: batch.epoch,
+                token,
+            });
+        }
         w.push_back(BatchEntry::InFlight {
             base_sequence: batch.base_sequence,
             last_sequence: batch.last_sequence,

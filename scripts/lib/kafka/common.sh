@@ -103,14 +103,20 @@ check_id() {
     fi
 }
 
-# pid of a live node (empty if the node is not running)
+# pid of a live node (empty if the node is not running). The pid file
+# outlives its process and pids are reused (pid_max may be 32768): only a
+# process started with this node's own server.properties counts, never a
+# broker of another cluster on the machine that took the pid over (a
+# SIGSTOP/SIGCONT/SIGTERM meant for this node must never reach it).
 node_pid() {
-    local f pid
+    local f pid props
     f="$(node_dir "$1")/pid"
+    props="$(node_dir "$1")/server.properties"
     [[ -f "$f" ]] || return 0
     pid="$(cat "$f")"
     [[ -n "$pid" ]] || return 0
-    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'; then
+    if kill -0 "$pid" 2>/dev/null && tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null \
+        | grep -qxF "$props"; then
         echo "$pid"
     fi
 }
