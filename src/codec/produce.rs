@@ -113,7 +113,7 @@ pub fn parse_produce_request(body: &Bytes, version: i16) -> Result<ProduceReques
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::REQUEST, |i| {
         let (i, transactional_id) = parse_nullable_string(i, flex)?;
         let (i, acks) = parse_i16(i)?;
         let (i, timeout_ms) = parse_i32(i)?;
@@ -283,7 +283,7 @@ pub fn parse_produce_response(body: &[u8], version: i16) -> Result<ProduceRespon
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::RESPONSE, |i| {
         let (i, responses) = parse_array(i, flex, topic)?;
         let (i, throttle_time_ms) = parse_i32(i)?;
         let (i, tagged_fields) = parse_tagged_if(i, flex)?;
@@ -348,7 +348,9 @@ pub fn parse_node_endpoints(raw: &[u8]) -> Result<Vec<NodeEndpoint>, CodecError>
             },
         ))
     };
-    parse_all(raw, |i| parse_array(i, true, endpoint))
+    parse_all(raw, DecodeBudget::RESPONSE, |i| {
+        parse_array(i, true, endpoint)
+    })
 }
 
 pub fn encode_node_endpoints(endpoints: &[NodeEndpoint]) -> Bytes {
