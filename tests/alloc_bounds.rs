@@ -214,6 +214,9 @@ fn tagged_field_count_stays_bounded() {
     assert!(within_four_times(peak, h.len()));
 }
 
+/// Whether a parser refused a body.
+type Refused = Box<dyn Fn(&[u8]) -> bool>;
+
 /// Broker responses the proxy rewrites, with every count claiming the
 /// bytes left and the smallest elements that parse.
 #[test]
@@ -221,7 +224,7 @@ fn response_counts_stay_bounded() {
     let len = 2 * MIB;
     let ones = vec![1u8; len];
     let zeros = vec![0u8; len];
-    let cases: Vec<(&str, Bytes, Box<dyn Fn(&[u8]) -> bool>)> = vec![
+    let cases: Vec<(&str, Bytes, Refused)> = vec![
         (
             "metadata v12, broker count",
             {
@@ -440,6 +443,9 @@ fn densest_real_metadata_response_parses_within_budget() {
     }
 }
 
+/// A named parse of one input (true when it succeeded).
+type Check<'a> = (&'static str, Box<dyn Fn() -> bool + 'a>);
+
 /// Bytes that begin with a hostile count and continue with a repeated
 /// small pattern (the cheapest elements) or random bytes.
 fn hostile_body() -> impl Strategy<Value = Vec<u8>> {
@@ -469,7 +475,7 @@ proptest! {
     #[test]
     fn any_request_parse_stays_within_its_budget(body in hostile_body(), version in 0i16..14) {
         let bytes = Bytes::from(body);
-        let checks: [(&str, Box<dyn Fn() -> bool>); 4] = [
+        let checks: [Check; 4] = [
             ("produce", Box::new(|| parse_produce_request(&bytes, 3 + version % 11).is_ok())),
             ("metadata", Box::new(|| parse_metadata_request(&bytes, version).is_ok())),
             ("find coordinator", Box::new(|| parse_find_coordinator_request(&bytes, version % 7).is_ok())),
@@ -486,7 +492,7 @@ proptest! {
     /// the response budget.
     #[test]
     fn any_response_parse_stays_within_its_budget(body in hostile_body(), version in 0i16..14) {
-        let checks: [(&str, Box<dyn Fn() -> bool>); 6] = [
+        let checks: [Check; 6] = [
             ("produce", Box::new(|| parse_produce_response(&body, 3 + version % 11).is_ok())),
             ("metadata", Box::new(|| parse_metadata_response(&body, version).is_ok())),
             ("find coordinator", Box::new(|| parse_find_coordinator_response(&body, version % 7).is_ok())),
