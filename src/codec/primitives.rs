@@ -6,8 +6,8 @@
 //! Memory is bounded by the input, not by the counts in it. An element
 //! decodes into far more bytes than it takes on the wire (an empty topic of
 //! a flexible Produce request is 3 bytes on the wire and a 72-byte struct;
-//! a tagged field is 2 bytes and a 40-byte entry), so "at most one element
-//! per byte left" still let one 60 MiB frame cost 1.6 GB. Every parse runs
+//! a tagged field is 2 bytes and a 40-byte entry), so bounding a count by
+//! the bytes left still lets a 60 MiB frame claim gigabytes. Every parse runs
 //! under a [`DecodeBudget`]: a number of heap bytes proportional to the
 //! size of the message, charged before any array, string or tagged field is
 //! allocated. A message that would need more is refused with
@@ -39,7 +39,8 @@ const MAX_VARLONG_LEN: usize = 10;
 
 /// Heap bytes a message may decode into, as a multiple of its size on the
 /// wire. Chosen per direction from the largest ratio a well-formed message
-/// of that direction reaches (the `decode_budget_*` tests check them).
+/// of that direction reaches (`tests/alloc_bounds.rs` parses the densest
+/// real ones under it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeBudget {
     per_wire_byte: usize,
@@ -117,8 +118,9 @@ pub fn with_decode_budget<T>(budget: DecodeBudget, wire_len: usize, f: impl FnOn
 /// Takes `bytes` from the open budget, or fails naming `what`.
 fn charge(bytes: usize, what: &'static str) -> Result<(), nom::Err<CodecError>> {
     BUDGET_LEFT.with(|left| match left.get() {
-        // Only reachable from a parser called outside every entry point
-        // below; they all open a budget.
+        // Arrays and tagged fields always open a budget; what is parsed
+        // outside one is a string or a field read on its own (a request
+        // header's client id), which costs no more than its own bytes.
         None => Ok(()),
         Some(n) if bytes <= n => {
             left.set(Some(n - bytes));
