@@ -112,9 +112,19 @@ fn reset_peak(pid: u32) {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
 }
 
-/// A Produce v9 request frame of `body_len` body bytes whose topic count
-/// claims nearly every byte left; the topics are 0x01 bytes.
-fn hostile_produce_frame(body_len: usize) -> Vec<u8> {
+/// What follows the topic count of a hostile Produce v9 request.
+#[derive(Clone, Copy, Debug)]
+enum Topics {
+    /// A count claiming nearly every byte left, then 0x01 bytes: refused
+    /// because the bytes cannot hold that many topics.
+    CountClaimsEveryByte,
+    /// As many valid empty topics (3 bytes each) as fit: refused because
+    /// they would decode into 24 times their size.
+    ValidEmpty,
+}
+
+/// A Produce v9 request frame of `body_len` body bytes.
+fn hostile_produce_frame(body_len: usize, topics: Topics) -> Vec<u8> {
     let mut f = Vec::with_capacity(body_len + 4);
     f.extend_from_slice(&(body_len as i32).to_be_bytes());
     f.extend_from_slice(&0i16.to_be_bytes()); // Produce
@@ -125,14 +135,31 @@ fn hostile_produce_frame(body_len: usize) -> Vec<u8> {
     f.push(0); // null transactional id
     f.extend_from_slice(&(-1i16).to_be_bytes()); // acks=all
     f.extend_from_slice(&30_000i32.to_be_bytes());
-    let count = (body_len - (f.len() - 4) - 5) as u32;
+    // 5 bytes for the count's varint (at most), 1 for the request's
+    // tagged fields.
+    let left = body_len - (f.len() - 4) - 5 - 1;
+    let count = match topics {
+        Topics::CountClaimsEveryByte => left,
+        Topics::ValidEmpty => left / 3,
+    } as u32;
     let mut v = count + 1;
     while v >= 0x80 {
         f.push((v as u8) | 0x80);
         v >>= 7;
     }
     f.push(v as u8);
-    f.resize(body_len + 4, 1);
+    match topics {
+        Topics::CountClaimsEveryByte => f.resize(body_len + 4, 1),
+        Topics::ValidEmpty => {
+            for _ in 0..count {
+                f.extend_from_slice(&[1, 1, 0]); // name "", no partitions, no tags
+            }
+            f.push(0); // request tagged fields
+            // Pad what the count's varint did not take with a trailing
+            // byte the parser never reaches.
+            f.resize(body_len + 4, 0);
+        }
+    }
     f
 }
 
@@ -163,8 +190,13 @@ struct Measured {
 /// Sends one hostile frame of `frame_bytes` on each of `connections`
 /// connections at once; the proxy's resident set before, at its peak and
 /// after.
-async fn run_case(p: &RunningProxy, connections: usize, frame_bytes: usize) -> Measured {
-    let frame = std::sync::Arc::new(hostile_produce_frame(frame_bytes));
+async fn run_case(
+    p: &RunningProxy,
+    connections: usize,
+    frame_bytes: usize,
+    topics: Topics,
+) -> Measured {
+    let frame = std::sync::Arc::new(hostile_produce_frame(frame_bytes, topics));
     // Let start-up settle, then measure from here.
     tokio::time::sleep(Duration::from_millis(300)).await;
     reset_peak(p.pid);
@@ -200,11 +232,15 @@ async fn hostile_produce_frames_cost_at_most_twice_their_bytes() {
     let mut p = spawn_proxy(&upstream).await;
     // Every case runs and is reported before any is judged.
     let mut over = Vec::new();
-    for (connections, frame_mib) in [(1, 60), (3, 90)] {
-        let m = run_case(&p, connections, frame_mib * MIB).await;
+    for (connections, frame_mib, topics) in [
+        (1, 60, Topics::CountClaimsEveryByte),
+        (3, 90, Topics::CountClaimsEveryByte),
+        (1, 60, Topics::ValidEmpty),
+    ] {
+        let m = run_case(&p, connections, frame_mib * MIB, topics).await;
         let growth = m.peak.saturating_sub(m.before);
         println!(
-            "{connections} x {frame_mib} MiB: sent {:.0} MiB; RSS before {:.0} MiB, peak {:.0} MiB \
+            "{connections} x {frame_mib} MiB, {topics:?}: sent {:.0} MiB; RSS before {:.0} MiB, peak {:.0} MiB \
              (+{:.0} MiB, {:.2}x the bytes sent), after {:.0} MiB",
             mib(m.sent),
             mib(m.before),
@@ -215,7 +251,7 @@ async fn hostile_produce_frames_cost_at_most_twice_their_bytes() {
         );
         if growth > 2 * m.sent + SLACK_BYTES {
             over.push(format!(
-                "{connections} x {frame_mib} MiB: peak RSS grew by {:.0} MiB for {:.0} MiB sent",
+                "{connections} x {frame_mib} MiB, {topics:?}: peak RSS grew by {:.0} MiB for {:.0} MiB sent",
                 mib(growth),
                 mib(m.sent)
             ));
@@ -223,7 +259,7 @@ async fn hostile_produce_frames_cost_at_most_twice_their_bytes() {
         // What stays resident is not the hostile frames.
         if m.after > m.before + SLACK_BYTES {
             over.push(format!(
-                "{connections} x {frame_mib} MiB: {:.0} MiB resident after, {:.0} MiB before",
+                "{connections} x {frame_mib} MiB, {topics:?}: {:.0} MiB resident after, {:.0} MiB before",
                 mib(m.after),
                 mib(m.before)
             ));
@@ -232,9 +268,14 @@ async fn hostile_produce_frames_cost_at_most_twice_their_bytes() {
     assert!(over.is_empty(), "{over:#?}");
     let _ = p.child.kill().await;
     let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("not parsable")) {
+        println!("proxy log: {line}");
+    }
     let _ = std::fs::remove_file(&p.log);
     assert!(
-        log.contains("produce request not parsable") && log.contains("decode budget"),
-        "a clear log line names the refusal: {log}"
+        log.contains("produce request not parsable")
+            && log.contains("topic count exceeds")
+            && log.contains("decode budget"),
+        "a clear log line names each refusal: {log}"
     );
 }

@@ -319,21 +319,48 @@ pub fn parse_nullable_bytes(i: &[u8], flex: bool) -> PResult<'_, Option<&[u8]>> 
 pub fn parse_nullable_array<'a, T>(
     i: &'a [u8],
     flex: bool,
+    f: impl FnMut(&'a [u8]) -> PResult<'a, T>,
+) -> PResult<'a, Option<Vec<T>>> {
+    parse_counted(i, flex, 1, "array", f)
+}
+
+/// Non-nullable array of elements that take at least `min_bytes` each on
+/// the wire (a named constant beside the parser, derived from the schema):
+/// a count the bytes left cannot hold is refused before anything else.
+pub fn parse_array_min<'a, T>(
+    i: &'a [u8],
+    flex: bool,
+    min_bytes: usize,
+    what: &'static str,
+    f: impl FnMut(&'a [u8]) -> PResult<'a, T>,
+) -> PResult<'a, Vec<T>> {
+    match parse_counted(i, flex, min_bytes, what, f)? {
+        (i, Some(v)) => Ok((i, v)),
+        (_, None) => fail(CodecError::UnexpectedNull(what)),
+    }
+}
+
+fn parse_counted<'a, T>(
+    i: &'a [u8],
+    flex: bool,
+    min_bytes: usize,
+    what: &'static str,
     mut f: impl FnMut(&'a [u8]) -> PResult<'a, T>,
 ) -> PResult<'a, Option<Vec<T>>> {
     let _scope = BudgetScope::enter(DecodeBudget::REQUEST, i.len());
-    let (mut i, len) = parse_len(i, flex, true, "array")?;
+    let (mut i, len) = parse_len(i, flex, true, what)?;
     let Some(n) = len else {
         return Ok((i, None));
     };
-    if n > i.len() {
+    let fits = i.len() / min_bytes.max(1);
+    if n > fits {
         return fail(CodecError::LengthOverLimit {
-            what: "array count",
+            what,
             len: n as u64,
-            limit: i.len() as u64,
+            limit: fits as u64,
         });
     }
-    charge_elements::<T>(n, "array")?;
+    charge_elements::<T>(n, what)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let (rest, v) = f(i)?;
