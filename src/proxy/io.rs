@@ -43,8 +43,10 @@ pub async fn dial_broker(
 ///
 /// Small frames share one read buffer (several per `read`). A frame larger
 /// than a read chunk gets a buffer of its own as it arrives, and reads stop
-/// at its end, so its bytes are copied at most once (the part that came in
-/// with the previous read) instead of at every doubling of a shared buffer.
+/// at its end. That buffer grows with the bytes received (see [`Ahead`]):
+/// the part that came in with the previous read is copied once, and later
+/// growth of a buffer that large is a `realloc` the allocator serves by
+/// remapping pages.
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
