@@ -45,8 +45,9 @@ pub async fn dial_broker(
 /// than a read chunk gets a buffer of its own as it arrives, and reads stop
 /// at its end. That buffer grows with the bytes received (see [`Ahead`]):
 /// the part that came in with the previous read is copied once, and later
-/// growth of a buffer that large is a `realloc` the allocator serves by
-/// remapping pages.
+/// growth is a `realloc`, which glibc serves by remapping pages for blocks
+/// above its mmap threshold (and by copying below it, at most about as
+/// many bytes again as the frame holds, over all its doublings).
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
@@ -69,10 +70,10 @@ pub enum Ahead {
     Bounded,
     /// The broker's responses: steps of [`BROKER_AHEAD`], since a Fetch
     /// response is often tens of MiB. Growing a buffer that large is a
-    /// `realloc` that remaps pages rather than copying them, so following
-    /// the arriving bytes costs no copy over reserving the whole announced
-    /// frame at once, and a broker (or whatever sits between it and us)
-    /// cannot make the proxy reserve what it has not sent.
+    /// `realloc` that mostly remaps pages rather than copying them, so
+    /// following the arriving bytes costs little over reserving the whole
+    /// announced frame at once, and a broker (or whatever sits between it
+    /// and us) cannot make the proxy reserve what it has not sent.
     Whole,
 }
 
