@@ -10,6 +10,7 @@ use crate::codec::api::api_name;
 pub const CONNECTIONS_ACTIVE: &str = "kdp_connections_active";
 pub const CONNECTIONS_TOTAL: &str = "kdp_connections_total";
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "kdp_connections_rejected_total";
+pub const HTTP_CONNECTIONS_REJECTED_TOTAL: &str = "kdp_http_connections_rejected_total";
 pub const REQUESTS_TOTAL: &str = "kdp_requests_total";
 pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str = "kdp_upstream_request_duration_seconds";
 pub const PRODUCE_BATCHES_TOTAL: &str = "kdp_produce_batches_total";
@@ -83,6 +84,11 @@ pub fn describe() {
         CONNECTIONS_REJECTED_TOTAL,
         Unit::Count,
         "Client connections closed on accept because --max-connections was reached."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REJECTED_TOTAL,
+        Unit::Count,
+        "Connections to the metrics endpoint closed on accept because it was answering its limit of requests at once."
     );
     describe_counter!(
         REQUESTS_TOTAL,

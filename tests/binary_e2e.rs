@@ -84,9 +84,23 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
         3
     );
 
+    let readyz = p.metrics_url("/readyz");
+    assert_eq!(http_get(&readyz).await, (200, "ready\n".to_string()));
+
     let corr = conn.send(12, &long_poll(&topic, 3000)).await;
     wait_fetch_in_flight(&p).await;
     p.sigterm();
+    // Draining: not ready any more (a load balancer stops sending new
+    // connections), while the in-flight Fetch is still at the broker.
+    let mut status = http_get(&readyz).await;
+    for _ in 0..50 {
+        if status.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = http_get(&readyz).await;
+    }
+    assert_eq!(status, (503, "draining\n".to_string()));
     let (got, resp) = tokio::time::timeout(Duration::from_secs(15), conn.recv::<FetchRequest>(12))
         .await
         .expect("the in-flight Fetch is answered during the drain");

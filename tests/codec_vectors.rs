@@ -1194,6 +1194,19 @@ fn fuzz_seeds(all: &[Vector]) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         dc::encode_describe_cluster_response(&mut b, &r, v);
         add("responses", [&[4, v as u8][..], &b[..]].concat());
     }
+
+    // alloc_bounds: the responses as they are (same selectors), Produce
+    // requests behind kind 5.
+    let alloc_bounds = seeds["responses"]
+        .iter()
+        .cloned()
+        .chain(
+            seeds["produce_request"]
+                .iter()
+                .map(|s| [&[5][..], &s[..]].concat()),
+        )
+        .collect();
+    seeds.insert("alloc_bounds", alloc_bounds);
     seeds
 }
 
@@ -1210,6 +1223,8 @@ fn seed_is_valid(target: &str, seed: &[u8]) -> bool {
                 .is_ok()
         }
         "record_batch" => rb::parse_single_batch(seed).is_ok(),
+        "alloc_bounds" if seed[0] == 5 => seed_is_valid("produce_request", &seed[1..]),
+        "alloc_bounds" => seed_is_valid("responses", seed),
         "responses" => {
             let (kind, v, body) = (seed[0], i16::from(seed[1]), &seed[2..]);
             match kind {
@@ -1234,6 +1249,7 @@ fn fuzz_seed_corpus_holds_valid_inputs_for_every_target() {
     assert_eq!(
         seeds.keys().copied().collect::<Vec<_>>(),
         [
+            "alloc_bounds",
             "frame_header",
             "produce_request",
             "record_batch",

@@ -175,3 +175,61 @@ async fn readyz_turns_unready_when_the_upstream_is_down_and_ready_when_it_return
         "ready again when the upstream returns"
     );
 }
+
+/// GET `path` on `addr`: the raw answer, empty when the server closed the
+/// connection without one.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s
+        .write_all(format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .await;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_closes_connections_past_its_limit_and_counts_them() {
+    use kafka_dedup_proxy::proxy::http::MAX_HTTP_CONNECTIONS;
+
+    // No cluster needed: an upstream where nothing listens.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let p = start_proxy_to(&dead, &[]).await;
+    let addr = p.proxy.metrics_addr();
+
+    // Connections that send nothing hold their slot (until the read
+    // timeout); the server accepts in order, so all of them hold one
+    // before the next connection is looked at.
+    let mut idle = Vec::new();
+    for _ in 0..MAX_HTTP_CONNECTIONS {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    assert_eq!(
+        raw_get(addr, "/healthz").await,
+        "",
+        "closed without an answer"
+    );
+
+    // Slots come back when the idle connections go.
+    drop(idle);
+    let mut metrics = String::new();
+    for _ in 0..40 {
+        metrics = raw_get(addr, "/metrics").await;
+        if !metrics.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.starts_with("HTTP/1.1 200"),
+        "answers again: {metrics}"
+    );
+    assert!(
+        metric_sum(&metrics, "kdp_http_connections_rejected_total", "") >= 1.0,
+        "the refusal is counted"
+    );
+}

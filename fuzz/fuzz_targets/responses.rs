@@ -7,6 +7,7 @@
 #![no_main]
 
 use bytes::BytesMut;
+use kafka_dedup_proxy::codec::CodecError;
 use kafka_dedup_proxy::codec::api_versions::{
     encode_api_versions_response, parse_api_versions_response,
 };
@@ -33,7 +34,16 @@ macro_rules! round_trip {
                 let mut encoded = BytesMut::new();
                 $encode(&mut encoded, &parsed, $version);
                 assert!(encoded.len() <= body.len());
-                let again = $parse(&encoded, $version).expect("our own encoding parses");
+                let again = match $parse(&encoded, $version) {
+                    Ok(again) => again,
+                    // The decode budget follows the input's length: when
+                    // overlong varints made the input longer than our
+                    // encoding, the shorter copy may not afford as much.
+                    Err(CodecError::DecodeBudget { .. }) if encoded.len() < body.len() => {
+                        return;
+                    }
+                    Err(e) => panic!("our own encoding parses: {e}"),
+                };
                 assert_eq!(again, parsed);
                 let mut twice = BytesMut::new();
                 $encode(&mut twice, &again, $version);
@@ -58,7 +68,10 @@ fuzz_target!(|data: &[u8]| {
             {
                 let encoded = encode_node_endpoints(&endpoints);
                 assert!(encoded.len() <= raw.len());
-                assert_eq!(parse_node_endpoints(&encoded), Ok(endpoints));
+                match parse_node_endpoints(&encoded) {
+                    Err(CodecError::DecodeBudget { .. }) if encoded.len() < raw.len() => {}
+                    again => assert_eq!(again, Ok(endpoints)),
+                }
             }
         }
         1 => {

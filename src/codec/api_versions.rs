@@ -37,9 +37,11 @@ pub fn parse_api_versions_request(
 ) -> Result<ApiVersionsRequest, CodecError> {
     check_version(version)?;
     if version < FIRST_FLEXIBLE {
-        return parse_all(body, |i| Ok((i, ApiVersionsRequest::default())));
+        return parse_all(body, DecodeBudget::REQUEST, |i| {
+            Ok((i, ApiVersionsRequest::default()))
+        });
     }
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::REQUEST, |i| {
         let (i, client_software_name) = parse_string(i, true)?;
         let (i, client_software_version) = parse_string(i, true)?;
         let (i, tagged_fields) = parse_tagged_fields(i)?;
@@ -102,7 +104,7 @@ pub fn parse_api_versions_response(
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::RESPONSE, |i| {
         let (i, error_code) = parse_i16(i)?;
         let (i, api_keys) = parse_array(i, flex, api)?;
         let (i, throttle_time_ms) = if version >= 1 { parse_i32(i)? } else { (i, 0) };

@@ -32,7 +32,7 @@ pub fn parse_describe_cluster_request(
     version: i16,
 ) -> Result<DescribeClusterRequest, CodecError> {
     check_version(version)?;
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::REQUEST, |i| {
         let (i, include_cluster_authorized_operations) = parse_bool(i)?;
         let (i, endpoint_type) = if version >= 1 { parse_i8(i)? } else { (i, 1) };
         let (i, include_fenced_brokers) = if version >= 2 {
@@ -121,7 +121,7 @@ pub fn parse_describe_cluster_response(
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::RESPONSE, |i| {
         let (i, throttle_time_ms) = parse_i32(i)?;
         let (i, error_code) = parse_i16(i)?;
         let (i, error_message) = parse_nullable_string(i, true)?;

@@ -27,6 +27,17 @@ pub enum CodecError {
         len: u64,
         limit: u64,
     },
+    /// The message would decode into more memory than its size on the wire
+    /// allows (see `primitives::DecodeBudget`): counts that claim many tiny
+    /// elements.
+    #[error(
+        "decoding {what} needs {needed} bytes, over the {left} bytes left of this message's decode budget"
+    )]
+    DecodeBudget {
+        what: &'static str,
+        needed: u64,
+        left: u64,
+    },
     /// An unsigned or zig-zag varint ran past its maximum width.
     #[error("invalid varint")]
     InvalidVarint,

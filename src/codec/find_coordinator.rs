@@ -36,7 +36,7 @@ pub fn parse_find_coordinator_request(
 ) -> Result<FindCoordinatorRequest, CodecError> {
     check_version(version)?;
     let flex = version >= FIRST_FLEXIBLE;
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::REQUEST, |i| {
         let (i, key) = if version < FIRST_BATCHED {
             parse_string(i, flex)?
         } else {
@@ -139,7 +139,7 @@ pub fn parse_find_coordinator_response(
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::RESPONSE, |i| {
         let (i, throttle_time_ms) = if version >= 1 { parse_i32(i)? } else { (i, 0) };
         let mut r = FindCoordinatorResponse {
             throttle_time_ms,

@@ -60,7 +60,7 @@ pub fn parse_metadata_request(body: &[u8], version: i16) -> Result<MetadataReque
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::REQUEST, |i| {
         let (i, topics) = parse_nullable_array(i, flex, topic)?;
         let (i, allow_auto_topic_creation) = if version >= 4 {
             parse_bool(i)?
@@ -264,7 +264,7 @@ pub fn parse_metadata_response(body: &[u8], version: i16) -> Result<MetadataResp
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::RESPONSE, |i| {
         let (i, throttle_time_ms) = if version >= 3 { parse_i32(i)? } else { (i, 0) };
         let (i, brokers) = parse_array(i, flex, broker)?;
         let (i, cluster_id) = if version >= 2 {

@@ -1,12 +1,23 @@
 //! Kafka's primitive types, as nom parsers and `BytesMut` writers.
 //!
 //! Every length or count is checked against the bytes that remain before
-//! anything is taken or allocated, so a hostile length can neither read
-//! past the frame nor make us reserve memory we will never fill. Encodings
+//! anything is taken, so a hostile length cannot read past the frame.
+//!
+//! Memory is bounded by the input, not by the counts in it. An element
+//! decodes into far more bytes than it takes on the wire (an empty topic of
+//! a flexible Produce request is 3 bytes on the wire and a 72-byte struct;
+//! a tagged field is 2 bytes and a 40-byte entry), so bounding a count by
+//! the bytes left still lets a 60 MiB frame claim gigabytes. Every parse runs
+//! under a [`DecodeBudget`]: a number of heap bytes proportional to the
+//! size of the message, charged before any array, string or tagged field is
+//! allocated. A message that would need more is refused with
+//! [`CodecError::DecodeBudget`] before the allocation happens. Encodings
 //! follow `clients/src/main/java/org/apache/kafka/common/protocol/types/Type.java`:
 //! classic strings carry an int16 length, classic bytes and arrays an int32
 //! one; in flexible versions all three use an unsigned varint of N+1 with 0
 //! meaning null.
+
+use std::cell::Cell;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::IResult;
@@ -21,6 +32,113 @@ pub type PResult<'a, T> = IResult<&'a [u8], T, CodecError>;
 const MAX_UVARINT_LEN: usize = 5;
 /// A zig-zag varlong never needs more than 10 bytes for 64 bits.
 const MAX_VARLONG_LEN: usize = 10;
+
+// ---------------------------------------------------------------------------
+// Decode budget
+// ---------------------------------------------------------------------------
+
+/// Heap bytes a message may decode into, as a multiple of its size on the
+/// wire. Chosen per direction from the largest ratio a well-formed message
+/// of that direction reaches (`tests/alloc_bounds.rs` parses the densest
+/// real ones under it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeBudget {
+    per_wire_byte: usize,
+}
+
+impl DecodeBudget {
+    /// Client requests. The densest real Produce request is many topics
+    /// with one partition and one one-record batch each: 77 bytes on the
+    /// wire (the RecordBatch header alone is 61) decode into a 72-byte
+    /// topic and a 64-byte partition, 1.8 bytes per wire byte. A client is
+    /// not trusted (it can send this before authenticating), so the budget
+    /// keeps a small margin over that and no more.
+    pub const REQUEST: DecodeBudget = DecodeBudget { per_wire_byte: 3 };
+    /// Broker responses. The densest real one is a Metadata response of a
+    /// cluster with replication factor 1: a partition is 26 bytes on the
+    /// wire and a 112-byte struct plus two 4-byte replica lists, 4.6 bytes
+    /// per wire byte.
+    pub const RESPONSE: DecodeBudget = DecodeBudget { per_wire_byte: 6 };
+
+    /// Bytes this budget allows for a message of `wire_len` bytes.
+    pub fn bytes_for(self, wire_len: usize) -> usize {
+        wire_len
+            .saturating_mul(self.per_wire_byte)
+            .saturating_add(DECODE_BUDGET_SLACK)
+    }
+}
+
+/// Added to every budget, so that small messages (an ApiVersions response
+/// is about 6 wire bytes and 32 decoded per API) never come near it.
+pub const DECODE_BUDGET_SLACK: usize = 64 * 1024;
+
+thread_local! {
+    /// Bytes left in the budget of the parse running on this thread.
+    /// Parsing is synchronous (it never crosses an `.await`), so the budget
+    /// of one message cannot leak into another; a thread-local spares every
+    /// nom parser an extra argument.
+    static BUDGET_LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Ends a budget scope, also when the parse unwinds.
+struct BudgetScope {
+    owner: bool,
+}
+
+impl BudgetScope {
+    /// Opens a budget for `wire_len` bytes unless a parse higher up the
+    /// stack already holds one (nested parsers share their caller's).
+    fn enter(budget: DecodeBudget, wire_len: usize) -> Self {
+        BUDGET_LEFT.with(|left| {
+            if left.get().is_some() {
+                BudgetScope { owner: false }
+            } else {
+                left.set(Some(budget.bytes_for(wire_len)));
+                BudgetScope { owner: true }
+            }
+        })
+    }
+}
+
+impl Drop for BudgetScope {
+    fn drop(&mut self) {
+        if self.owner {
+            BUDGET_LEFT.with(|left| left.set(None));
+        }
+    }
+}
+
+/// Runs `f` under `budget` for an input of `wire_len` bytes (or under the
+/// budget already open on this thread).
+pub fn with_decode_budget<T>(budget: DecodeBudget, wire_len: usize, f: impl FnOnce() -> T) -> T {
+    let _scope = BudgetScope::enter(budget, wire_len);
+    f()
+}
+
+/// Takes `bytes` from the open budget, or fails naming `what`.
+fn charge(bytes: usize, what: &'static str) -> Result<(), nom::Err<CodecError>> {
+    BUDGET_LEFT.with(|left| match left.get() {
+        // Arrays and tagged fields always open a budget; what is parsed
+        // outside one is a string or a field read on its own (a request
+        // header's client id), which costs no more than its own bytes.
+        None => Ok(()),
+        Some(n) if bytes <= n => {
+            left.set(Some(n - bytes));
+            Ok(())
+        }
+        Some(n) => Err(nom::Err::Failure(CodecError::DecodeBudget {
+            what,
+            needed: bytes as u64,
+            left: n as u64,
+        })),
+    })
+}
+
+/// Charges `n` elements of `T` (saturating, so a hostile count fails
+/// instead of wrapping).
+fn charge_elements<T>(n: usize, what: &'static str) -> Result<(), nom::Err<CodecError>> {
+    charge(n.saturating_mul(std::mem::size_of::<T>()), what)
+}
 
 /// Fails the parse with `e` (a `Failure`, so no combinator backtracks).
 pub fn fail<'a, T>(e: CodecError) -> PResult<'a, T> {
@@ -164,6 +282,7 @@ pub fn parse_nullable_string(i: &[u8], flex: bool) -> PResult<'_, Option<String>
         None => Ok((i, None)),
         Some(n) => {
             let (i, b) = take_bytes(i, n, "string")?;
+            charge(n, "string")?;
             Ok((i, Some(utf8(b)?)))
         }
     }
@@ -190,25 +309,58 @@ pub fn parse_nullable_bytes(i: &[u8], flex: bool) -> PResult<'_, Option<&[u8]>> 
     }
 }
 
-/// Nullable array of elements parsed by `f`. The count is bounded by the
-/// remaining input (every element of every message we parse takes at
-/// least one byte), so a huge count cannot make us allocate.
+/// Nullable array of elements parsed by `f`.
+///
+/// The count is checked twice before anything is allocated: against the
+/// bytes left (every element of every message we parse takes at least one
+/// byte), and, as `count × size_of::<T>()`, against the decode budget. The
+/// vector is then allocated once at its final size: a count that passes
+/// both is never larger than what the input can pay for.
 pub fn parse_nullable_array<'a, T>(
     i: &'a [u8],
     flex: bool,
+    f: impl FnMut(&'a [u8]) -> PResult<'a, T>,
+) -> PResult<'a, Option<Vec<T>>> {
+    parse_counted(i, flex, 1, "array", f)
+}
+
+/// Non-nullable array of elements that take at least `min_bytes` each on
+/// the wire (a named constant beside the parser, derived from the schema):
+/// a count the bytes left cannot hold is refused before anything else.
+pub fn parse_array_min<'a, T>(
+    i: &'a [u8],
+    flex: bool,
+    min_bytes: usize,
+    what: &'static str,
+    f: impl FnMut(&'a [u8]) -> PResult<'a, T>,
+) -> PResult<'a, Vec<T>> {
+    match parse_counted(i, flex, min_bytes, what, f)? {
+        (i, Some(v)) => Ok((i, v)),
+        (_, None) => fail(CodecError::UnexpectedNull(what)),
+    }
+}
+
+fn parse_counted<'a, T>(
+    i: &'a [u8],
+    flex: bool,
+    min_bytes: usize,
+    what: &'static str,
     mut f: impl FnMut(&'a [u8]) -> PResult<'a, T>,
 ) -> PResult<'a, Option<Vec<T>>> {
-    let (mut i, len) = parse_len(i, flex, true, "array")?;
+    let _scope = BudgetScope::enter(DecodeBudget::REQUEST, i.len());
+    let (mut i, len) = parse_len(i, flex, true, what)?;
     let Some(n) = len else {
         return Ok((i, None));
     };
-    if n > i.len() {
+    let fits = i.len() / min_bytes.max(1);
+    if n > fits {
         return fail(CodecError::LengthOverLimit {
-            what: "array count",
+            what,
             len: n as u64,
-            limit: i.len() as u64,
+            limit: fits as u64,
         });
     }
+    charge_elements::<T>(n, what)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let (rest, v) = f(i)?;
@@ -254,20 +406,29 @@ impl TaggedFields {
     }
 }
 
+/// Least bytes one tagged field takes on the wire: a one-byte tag, a
+/// one-byte size and an empty value (`TaggedFields` in
+/// `clients/src/main/java/org/apache/kafka/common/protocol/types/TaggedFields.java`).
+const MIN_TAGGED_FIELD_BYTES: usize = 2;
+
 pub fn parse_tagged_fields(i: &[u8]) -> PResult<'_, TaggedFields> {
+    let _scope = BudgetScope::enter(DecodeBudget::REQUEST, i.len());
     let (mut i, n) = parse_uvarint(i)?;
-    if n as usize > i.len() {
+    let n = n as usize;
+    if n > i.len() / MIN_TAGGED_FIELD_BYTES {
         return fail(CodecError::LengthOverLimit {
             what: "tagged field count",
-            len: u64::from(n),
-            limit: i.len() as u64,
+            len: n as u64,
+            limit: (i.len() / MIN_TAGGED_FIELD_BYTES) as u64,
         });
     }
-    let mut out = Vec::with_capacity(n as usize);
+    charge_elements::<(u32, Bytes)>(n, "tagged fields")?;
+    let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let (rest, tag) = parse_uvarint(i)?;
         let (rest, size) = parse_uvarint(rest)?;
         let (rest, value) = take_bytes(rest, size as usize, "tagged field")?;
+        charge(value.len(), "tagged field")?;
         out.push((tag, Bytes::copy_from_slice(value)));
         i = rest;
     }
@@ -364,12 +525,14 @@ pub fn put_tagged_if(buf: &mut BytesMut, t: &TaggedFields, flex: bool) {
     }
 }
 
-/// Runs a whole-message parser and insists it consumed everything.
+/// Runs a whole-message parser under `budget` and insists it consumed
+/// everything.
 pub fn parse_all<'a, T>(
     input: &'a [u8],
+    budget: DecodeBudget,
     f: impl FnOnce(&'a [u8]) -> PResult<'a, T>,
 ) -> Result<T, CodecError> {
-    let (rest, v) = f(input)?;
+    let (rest, v) = with_decode_budget(budget, input.len(), || f(input))?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes(rest.len()));
     }
@@ -430,5 +593,54 @@ mod tests {
         ));
         assert_eq!(parse_nullable_string(&[0xff, 0xff], false).unwrap().1, None);
         assert_eq!(parse_nullable_string(&[0], true).unwrap().1, None);
+    }
+
+    #[test]
+    fn count_that_would_decode_past_the_budget_is_refused_before_allocating() {
+        // An empty string is 1 byte on the wire and a 24-byte `String`:
+        // 1000 of them fit in the slack, 64 Ki of them (1.5 MiB decoded
+        // from 64 KiB) do not.
+        let mut b = BytesMut::new();
+        put_array_len(&mut b, Some(1000), true);
+        b.put_slice(&[1; 1000]);
+        let parse = |i| parse_array(i, true, |i| parse_string(i, true));
+        assert_eq!(
+            parse_all(&b, DecodeBudget::REQUEST, parse).unwrap().len(),
+            1000
+        );
+        let big = 64 * 1024;
+        let mut b = BytesMut::new();
+        put_array_len(&mut b, Some(big), true);
+        b.put_slice(&vec![1; big]);
+        let e = parse_all(&b, DecodeBudget::REQUEST, parse).unwrap_err();
+        assert!(
+            matches!(e, CodecError::DecodeBudget { what: "array", .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_budget_ends_with_its_parse() {
+        let mut b = BytesMut::new();
+        put_uvarint(&mut b, 40_000);
+        b.put_slice(&[0; 80_000]);
+        assert!(parse_all(&b, DecodeBudget::REQUEST, parse_tagged_fields).is_err());
+        BUDGET_LEFT.with(|left| assert_eq!(left.get(), None));
+        // A parser called on its own opens (and closes) a budget of its own.
+        assert!(parse_tagged_fields(&b).is_err());
+        BUDGET_LEFT.with(|left| assert_eq!(left.get(), None));
+        assert_eq!(
+            parse_tagged_fields(&[0]).unwrap().1,
+            TaggedFields::default()
+        );
+    }
+
+    #[test]
+    fn tagged_field_count_is_bounded_by_two_bytes_a_field() {
+        let e = parse_tagged_fields(&[3, 0, 0, 0, 0]).unwrap_err();
+        assert!(matches!(
+            CodecError::from(e),
+            CodecError::LengthOverLimit { limit: 2, .. }
+        ));
     }
 }

@@ -19,6 +19,31 @@ pub const MAX_VERSION: i16 = match PRODUCE_VERSIONS.max_version {
 const FIRST_FLEXIBLE: i16 = PRODUCE_VERSIONS.first_flexible;
 const FIRST_TOPIC_ID: i16 = 13;
 
+/// Least bytes a `TopicProduceData` takes (`ProduceRequest.json`): its
+/// name (an int16 length, or a one-byte compact length from v9) or, from
+/// v13, its 16-byte id; a partition count (int32, or one compact byte);
+/// from v9 a tagged-field count.
+fn min_topic_bytes(version: i16) -> usize {
+    if version >= FIRST_TOPIC_ID {
+        16 + 1 + 1
+    } else if version >= FIRST_FLEXIBLE {
+        1 + 1 + 1
+    } else {
+        2 + 4
+    }
+}
+
+/// Least bytes a `PartitionProduceData` takes: its int32 index, a records
+/// length (int32 -1, or one compact byte for null) and, from v9, a
+/// tagged-field count.
+fn min_partition_bytes(version: i16) -> usize {
+    if version >= FIRST_FLEXIBLE {
+        4 + 1 + 1
+    } else {
+        4 + 4
+    }
+}
+
 fn check_version(version: i16) -> Result<(), CodecError> {
     check_parsed_version(&PRODUCE_VERSIONS, version)
 }
@@ -112,7 +137,13 @@ pub fn parse_produce_request(body: &Bytes, version: i16) -> Result<ProduceReques
     };
     let topic = |i| -> PResult<'_, TopicProduceData> {
         let (i, topic) = parse_topic_ref(i, version)?;
-        let (i, partitions) = parse_array(i, flex, partition)?;
+        let (i, partitions) = parse_array_min(
+            i,
+            flex,
+            min_partition_bytes(version),
+            "partition count",
+            partition,
+        )?;
         let (i, tagged_fields) = parse_tagged_if(i, flex)?;
         Ok((
             i,
@@ -123,11 +154,11 @@ pub fn parse_produce_request(body: &Bytes, version: i16) -> Result<ProduceReques
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::REQUEST, |i| {
         let (i, transactional_id) = parse_nullable_string(i, flex)?;
         let (i, acks) = parse_i16(i)?;
         let (i, timeout_ms) = parse_i32(i)?;
-        let (i, topics) = parse_array(i, flex, topic)?;
+        let (i, topics) = parse_array_min(i, flex, min_topic_bytes(version), "topic count", topic)?;
         let (i, tagged_fields) = parse_tagged_if(i, flex)?;
         Ok((
             i,
@@ -293,7 +324,7 @@ pub fn parse_produce_response(body: &[u8], version: i16) -> Result<ProduceRespon
             },
         ))
     };
-    parse_all(body, |i| {
+    parse_all(body, DecodeBudget::RESPONSE, |i| {
         let (i, responses) = parse_array(i, flex, topic)?;
         let (i, throttle_time_ms) = parse_i32(i)?;
         let (i, tagged_fields) = parse_tagged_if(i, flex)?;
@@ -358,7 +389,9 @@ pub fn parse_node_endpoints(raw: &[u8]) -> Result<Vec<NodeEndpoint>, CodecError>
             },
         ))
     };
-    parse_all(raw, |i| parse_array(i, true, endpoint))
+    parse_all(raw, DecodeBudget::RESPONSE, |i| {
+        parse_array(i, true, endpoint)
+    })
 }
 
 pub fn encode_node_endpoints(endpoints: &[NodeEndpoint]) -> Bytes {
@@ -372,4 +405,49 @@ pub fn encode_node_endpoints(endpoints: &[NodeEndpoint]) -> Bytes {
         put_tagged_fields(&mut buf, &e.tagged_fields);
     }
     buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_and_partition_counts_the_bytes_left_cannot_hold_are_refused() {
+        // v9: null transactional id, acks, timeout, then 10 topics claimed
+        // in 29 bytes (a topic takes at least 3).
+        let mut b = BytesMut::new();
+        b.put_u8(0);
+        b.put_i16(-1);
+        b.put_i32(1000);
+        put_uvarint(&mut b, 11);
+        b.put_slice(&[1; 29]);
+        let e = parse_produce_request(&b.freeze(), 9).unwrap_err();
+        assert_eq!(
+            e,
+            CodecError::LengthOverLimit {
+                what: "topic count",
+                len: 10,
+                limit: 9
+            }
+        );
+
+        // v3: one topic "t" claiming 2 partitions in 15 bytes (one takes 8).
+        let mut b = BytesMut::new();
+        b.put_i16(-1);
+        b.put_i16(-1);
+        b.put_i32(1000);
+        b.put_i32(1);
+        put_string(&mut b, "t", false);
+        b.put_i32(2);
+        b.put_slice(&[0; 15]);
+        let e = parse_produce_request(&b.freeze(), 3).unwrap_err();
+        assert_eq!(
+            e,
+            CodecError::LengthOverLimit {
+                what: "partition count",
+                len: 2,
+                limit: 1
+            }
+        );
+    }
 }

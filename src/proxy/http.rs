@@ -1,28 +1,59 @@
 //! A minimal HTTP/1.1 server for `/metrics` (Prometheus text exposition),
 //! `/healthz` (the process is alive) and `/readyz` (the upstream cluster
-//! answered the last probe).
+//! answered the last probe, and the proxy is not draining).
+//!
+//! The server keeps answering while the proxy drains: `/readyz` turns 503
+//! the moment shutdown starts, so a load balancer or Kubernetes stops
+//! sending new connections before the Kafka listeners close, and scrapes
+//! still see the drain. It stops when the drain is over.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use super::Shared;
+use crate::metrics as m;
 
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests answered at once. Scrapers and probes need a handful; the cap
+/// keeps a flood of idle connections (each held up to [`READ_TIMEOUT`])
+/// from growing tasks and buffers without bound. Excess connections are
+/// closed on accept and counted.
+pub const MAX_HTTP_CONNECTIONS: usize = 32;
+/// At most one warning per this interval while connections are refused.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, handle: Option<PrometheusHandle>) {
+    serve_with_limit(listener, shared, handle, MAX_HTTP_CONNECTIONS).await
+}
+
+/// [`serve`] with a connection cap of `limit`.
+pub async fn serve_with_limit(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    handle: Option<PrometheusHandle>,
+    limit: usize,
+) {
+    let permits = Arc::new(Semaphore::new(limit));
+    let mut last_warned: Option<Instant> = None;
     loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let Ok((sock, _)) = accepted else {
+        let Ok((sock, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            metrics::counter!(m::HTTP_CONNECTIONS_REJECTED_TOTAL).increment(1);
+            if last_warned.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                last_warned = Some(Instant::now());
+                tracing::warn!(%peer, limit, "metrics endpoint connection limit reached; closing new connections");
+            }
+            drop(sock);
             continue;
         };
         let shared = Arc::clone(&shared);
@@ -30,6 +61,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, handle: Option<Pr
         tokio::spawn(async move {
             let _ =
                 tokio::time::timeout(READ_TIMEOUT, answer(sock, &shared, handle.as_ref())).await;
+            drop(permit);
         });
     }
 }
@@ -67,14 +99,10 @@ async fn answer(
             ),
         },
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
-        ("GET", "/readyz") if shared.upstream_up.load(Ordering::Relaxed) => {
-            ("200 OK", "text/plain", "ready\n".into())
-        }
-        ("GET", "/readyz") => (
-            "503 Service Unavailable",
-            "text/plain",
-            "upstream unreachable\n".into(),
-        ),
+        ("GET", "/readyz") => match readiness(shared) {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".into()),
+            Err(why) => ("503 Service Unavailable", "text/plain", why.into()),
+        },
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
         _ => (
             "405 Method Not Allowed",
@@ -88,4 +116,16 @@ async fn answer(
     );
     sock.write_all(resp.as_bytes()).await?;
     sock.shutdown().await
+}
+
+/// Ready when not draining and the upstream answered the last probe;
+/// otherwise the reason, as the body of the 503.
+fn readiness(shared: &Shared) -> Result<(), &'static str> {
+    if shared.shutdown.is_cancelled() {
+        Err("draining\n")
+    } else if !shared.upstream_up.load(Ordering::Relaxed) {
+        Err("upstream unreachable\n")
+    } else {
+        Ok(())
+    }
 }

@@ -53,8 +53,11 @@ pub async fn dial_broker(
 ///
 /// Small frames share one read buffer (several per `read`). A frame larger
 /// than a read chunk gets a buffer of its own as it arrives, and reads stop
-/// at its end, so its bytes are copied at most once (the part that came in
-/// with the previous read) instead of at every doubling of a shared buffer.
+/// at its end. That buffer grows with the bytes received (see [`Ahead`]):
+/// the part that came in with the previous read is copied once, and later
+/// growth is a `realloc`, which glibc serves by remapping pages for blocks
+/// above its mmap threshold (and by copying below it, at most about as
+/// many bytes again as the frame holds, over all its doublings).
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
@@ -64,21 +67,43 @@ pub struct FrameReader<R> {
 }
 
 /// How far ahead of arriving bytes a large frame's buffer is reserved.
+///
+/// Either way the reservation follows the bytes received: at most the
+/// larger of a fixed step and what has already arrived, so the buffer's
+/// capacity stays within about twice the bytes a peer actually sent plus
+/// one step. A length prefix alone (a 100 MiB frame announced on each of
+/// many connections, nothing sent) reserves one step per connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ahead {
-    /// Clients: at most [`AHEAD`] or eight times what has arrived.
+    /// Clients: steps of [`AHEAD`]. A client is not trusted, and may speak
+    /// before authenticating.
     Bounded,
-    /// The broker's responses (a Fetch response can be tens of MiB): the
-    /// whole announced frame at once, within the frame cap, so the frame
-    /// is read into one buffer without any copy.
+    /// The broker's responses: steps of [`BROKER_AHEAD`], since a Fetch
+    /// response is often tens of MiB. Growing a buffer that large is a
+    /// `realloc` that mostly remaps pages rather than copying them, so
+    /// following the arriving bytes costs little over reserving the whole
+    /// announced frame at once, and a broker (or whatever sits between it
+    /// and us) cannot make the proxy reserve what it has not sent.
     Whole,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
-/// A client frame's own buffer grows ahead of its arriving bytes by at
-/// most this much, or eight times what has arrived: a client's length
-/// prefix alone never reserves more.
+/// Step by which a client frame's own buffer grows ahead of its arriving
+/// bytes (or by what has arrived, if more).
 const AHEAD: usize = 1024 * 1024;
+/// The same step for broker responses.
+const BROKER_AHEAD: usize = 8 * 1024 * 1024;
+
+impl Ahead {
+    /// Bytes to reserve ahead when `arrived` bytes of a frame are buffered.
+    fn step(self, arrived: usize) -> usize {
+        let floor = match self {
+            Ahead::Bounded => AHEAD,
+            Ahead::Whole => BROKER_AHEAD,
+        };
+        floor.max(arrived)
+    }
+}
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame_bytes: usize) -> Self {
@@ -116,10 +141,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let n = match total {
                 Some(total) if total > READ_CHUNK => {
                     let missing = total - self.buf.len();
-                    let want = match self.ahead {
-                        Ahead::Bounded => missing.min(AHEAD.max(self.buf.len() * 8)),
-                        Ahead::Whole => missing,
-                    };
+                    let want = missing.min(self.ahead.step(self.buf.len()));
                     if self.buf.capacity() - self.buf.len() < want {
                         self.buf.reserve(want);
                     }
@@ -261,19 +283,54 @@ mod tests {
 
     #[tokio::test]
     async fn a_length_prefix_alone_reserves_little() {
-        // 50 MiB announced, 8 bytes sent: the buffer stays small.
-        let mut wire = (50 * 1024 * 1024i32).to_be_bytes().to_vec();
-        wire.extend_from_slice(&[7; 4]);
-        let mut r = FrameReader::new(
-            SliceReader {
-                data: wire,
-                pos: 0,
-                step: 1 << 20,
-            },
-            100 * 1024 * 1024,
-        );
-        assert!(r.next().await.is_err());
-        assert!(r.buf.capacity() <= AHEAD + READ_CHUNK);
+        // 50 MiB announced, 8 bytes sent: the buffer stays small, on the
+        // client side and on the broker side.
+        for (ahead, step) in [(Ahead::Bounded, AHEAD), (Ahead::Whole, BROKER_AHEAD)] {
+            let mut wire = (50 * 1024 * 1024i32).to_be_bytes().to_vec();
+            wire.extend_from_slice(&[7; 4]);
+            let mut r = FrameReader::with_ahead(
+                SliceReader {
+                    data: wire,
+                    pos: 0,
+                    step: 1 << 20,
+                },
+                100 * 1024 * 1024,
+                ahead,
+            );
+            assert!(r.next().await.is_err());
+            assert!(r.buf.capacity() <= step + READ_CHUNK, "{ahead:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_buffer_grows_with_the_bytes_received() {
+        // 90 MiB announced, 20 MiB sent before the peer stops: the buffer
+        // holds about what arrived, not what was announced.
+        let sent = 20 * 1024 * 1024;
+        for (ahead, step) in [(Ahead::Bounded, AHEAD), (Ahead::Whole, BROKER_AHEAD)] {
+            let mut wire = (90 * 1024 * 1024i32).to_be_bytes().to_vec();
+            wire.resize(LENGTH_PREFIX + sent, 3);
+            let mut r = FrameReader::with_ahead(
+                SliceReader {
+                    data: wire,
+                    pos: 0,
+                    step: 256 * 1024,
+                },
+                100 * 1024 * 1024,
+                ahead,
+            );
+            assert!(r.next().await.is_err());
+            assert_eq!(r.buf.len(), LENGTH_PREFIX + sent);
+            // Reserving at most max(step, arrived) ahead, and BytesMut
+            // rounding a reservation up to twice its capacity, keep the
+            // buffer within four times what arrived plus two steps.
+            assert!(
+                r.buf.capacity() <= 4 * r.buf.len() + 2 * step,
+                "{ahead:?}: capacity {} for {} bytes",
+                r.buf.capacity(),
+                r.buf.len()
+            );
+        }
     }
 
     /// A reader over bytes that hands out at most `step` per read and never

@@ -47,6 +47,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     bootstrap_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    /// The metrics endpoint, which outlives the drain (see [`http`]).
+    http: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
@@ -88,7 +90,7 @@ impl Proxy {
             "proxy starting"
         );
         probe::probe(&shared).await;
-        tokio::spawn(http::serve(metrics_listener, Arc::clone(&shared), handle));
+        let http = tokio::spawn(http::serve(metrics_listener, Arc::clone(&shared), handle));
         tokio::spawn(probe::run_probes(Arc::clone(&shared)));
         tokio::spawn(sweep_cache(Arc::clone(&shared)));
         if let Some(t) = &shared.tls_server {
@@ -106,6 +108,7 @@ impl Proxy {
             shared,
             bootstrap_addr,
             metrics_addr,
+            http,
         })
     }
 
@@ -127,11 +130,15 @@ impl Proxy {
     }
 
     /// Stops accepting, lets connections finish what they were sent for up
-    /// to `grace`, and reports whether everything drained in time.
+    /// to `grace`, and reports whether everything drained in time. `/readyz`
+    /// answers 503 from the first moment; the metrics endpoint closes once
+    /// the drain is over.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.shared.shutdown.cancel();
         self.shared.tracker.close();
-        match tokio::time::timeout(grace, self.shared.tracker.wait()).await {
+        let drained = tokio::time::timeout(grace, self.shared.tracker.wait()).await;
+        self.http.abort();
+        match drained {
             Ok(()) => {
                 tracing::info!("all connections drained");
                 true

@@ -176,5 +176,9 @@ fn primitives_parse_all<'a, T>(
     b: &'a [u8],
     f: impl FnOnce(&'a [u8]) -> kafka_dedup_proxy::codec::primitives::PResult<'a, T>,
 ) -> Result<T, CodecError> {
-    kafka_dedup_proxy::codec::primitives::parse_all(b, f)
+    kafka_dedup_proxy::codec::primitives::parse_all(
+        b,
+        kafka_dedup_proxy::codec::primitives::DecodeBudget::REQUEST,
+        f,
+    )
 }
