@@ -77,14 +77,14 @@ pub struct FrameReader<R> {
 pub enum Ahead {
     /// Clients: steps of [`AHEAD`]. A client is not trusted, and may speak
     /// before authenticating.
-    Bounded,
+    Client,
     /// The broker's responses: steps of [`BROKER_AHEAD`], since a Fetch
     /// response is often tens of MiB. Growing a buffer that large is a
     /// `realloc` that mostly remaps pages rather than copying them, so
     /// following the arriving bytes costs little over reserving the whole
     /// announced frame at once, and a broker (or whatever sits between it
     /// and us) cannot make the proxy reserve what it has not sent.
-    Whole,
+    Broker,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -98,8 +98,8 @@ impl Ahead {
     /// Bytes to reserve ahead when `arrived` bytes of a frame are buffered.
     fn step(self, arrived: usize) -> usize {
         let floor = match self {
-            Ahead::Bounded => AHEAD,
-            Ahead::Whole => BROKER_AHEAD,
+            Ahead::Client => AHEAD,
+            Ahead::Broker => BROKER_AHEAD,
         };
         floor.max(arrived)
     }
@@ -107,7 +107,7 @@ impl Ahead {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame_bytes: usize) -> Self {
-        Self::with_ahead(inner, max_frame_bytes, Ahead::Bounded)
+        Self::with_ahead(inner, max_frame_bytes, Ahead::Client)
     }
 
     pub fn with_ahead(inner: R, max_frame_bytes: usize, ahead: Ahead) -> Self {
@@ -275,7 +275,7 @@ mod tests {
                 step: 10_000,
             },
             100 * 1024 * 1024,
-            Ahead::Whole,
+            Ahead::Broker,
         );
         let f = r.next().await.unwrap().unwrap();
         assert!(f.raw()[..] == wire[..]);
@@ -285,7 +285,7 @@ mod tests {
     async fn a_length_prefix_alone_reserves_little() {
         // 50 MiB announced, 8 bytes sent: the buffer stays small, on the
         // client side and on the broker side.
-        for (ahead, step) in [(Ahead::Bounded, AHEAD), (Ahead::Whole, BROKER_AHEAD)] {
+        for (ahead, step) in [(Ahead::Client, AHEAD), (Ahead::Broker, BROKER_AHEAD)] {
             let mut wire = (50 * 1024 * 1024i32).to_be_bytes().to_vec();
             wire.extend_from_slice(&[7; 4]);
             let mut r = FrameReader::with_ahead(
@@ -307,7 +307,7 @@ mod tests {
         // 90 MiB announced, 20 MiB sent before the peer stops: the buffer
         // holds about what arrived, not what was announced.
         let sent = 20 * 1024 * 1024;
-        for (ahead, step) in [(Ahead::Bounded, AHEAD), (Ahead::Whole, BROKER_AHEAD)] {
+        for (ahead, step) in [(Ahead::Client, AHEAD), (Ahead::Broker, BROKER_AHEAD)] {
             let mut wire = (90 * 1024 * 1024i32).to_be_bytes().to_vec();
             wire.resize(LENGTH_PREFIX + sent, 3);
             let mut r = FrameReader::with_ahead(

@@ -131,7 +131,7 @@ impl Link {
 
         let writer = tokio::spawn(client_writer::run(client_w, slot_rx, closing.clone(), peer));
         let up_reader = tokio::spawn(upstream_reader::run(
-            FrameReader::with_ahead(up_r, max, Ahead::Whole),
+            FrameReader::with_ahead(up_r, max, Ahead::Broker),
             owed_rx,
             Arc::clone(&shared),
             closing.clone(),
