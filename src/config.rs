@@ -394,4 +394,28 @@ mod tests {
     fn zero_window_is_refused() {
         assert!(parse(&["--upstream", "a:1", "--dedup-window", "0"]).is_err());
     }
+
+    #[test]
+    fn key_dedup_is_off_by_default_and_its_flags_are_checked() {
+        let c = parse(&["--upstream", "a:1"]).unwrap();
+        assert!(c.key_dedup_topics().is_empty());
+        assert_eq!(c.key_dedup_source, "header:idempotency-key");
+        let c = parse(&["--upstream", "a:1", "--key-dedup-topics", "orders-*, ,pay"]).unwrap();
+        assert_eq!(c.key_dedup_topics(), vec!["orders-*", "pay"]);
+        let e = parse(&["--upstream", "a:1", "--key-dedup-source", "value"]).unwrap_err();
+        assert_eq!(
+            e,
+            "--key-dedup-source 'value': expected header:NAME, key or content"
+        );
+        assert!(parse(&["--upstream", "a:1", "--key-dedup-topics", "["]).is_err());
+        let zero = [
+            "--upstream",
+            "a:1",
+            "--key-dedup-topics",
+            "t",
+            "--key-dedup-max-keys",
+            "0",
+        ];
+        assert!(parse(&zero).is_err());
+    }
 }
