@@ -215,3 +215,22 @@ async fn a_key_past_its_window_is_written_again_and_a_corrupt_batch_reaches_the_
     let (e4, _) = common::raw::produce_once(&leader, None, &topic, 0, corrupt.into()).await;
     assert_eq!(e4, 2, "the broker judged the corrupt batch");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sending_overlapping_keys_at_once_write_each_key_once() {
+    let _g = cluster_lock().read().await;
+    let args = key_dedup_args("twice-*", "key");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = start_proxy(&args).await;
+    let topic = unique("twice-keys");
+    create_topic(&topic, 3).await;
+    // Two producers (two processes, two connections) at the same time:
+    // keys 0..5,999 and 3,000..8,999; the 3,000 shared keys race, and a
+    // copy that meets its key in flight waits for the other's outcome.
+    tokio::join!(
+        java_produce(&p.bootstrap, &topic, 0, 6_000, "lz4"),
+        java_produce(&p.bootstrap, &topic, 3_000, 6_000, "none"),
+    );
+    let (count, distinct) = java_read_all(&p.bootstrap, &topic).await;
+    assert_eq!((count, distinct), (9_000, 9_000), "each key once");
+}
