@@ -35,12 +35,23 @@ pub const MAX_COMPRESSION_RATIO: usize = 64;
 /// Decompressed bytes accepted whatever the ratio (a batch this small
 /// costs nothing to inflate).
 pub const MIN_DECOMPRESSED_CAP: usize = 1 << 20;
+/// Decompressed bytes accepted whatever the batch: producers build batches
+/// of `batch.size` (16 KiB by default, rarely above 1 MiB) and brokers
+/// refuse batches above `max.message.bytes` (1 MiB by default).
+pub const MAX_DECOMPRESSED: usize = 16 << 20;
+/// Bytes the decoded records and headers may take in memory, per byte of
+/// records they were read from, beyond [`DECODED_SLACK`]: a batch of many
+/// records too small to be worth that (a record decodes to ~110 B) is
+/// refused, and forwarded untouched by its callers.
+pub const MAX_DECODED_PER_BYTE: usize = 4;
+/// Decoded bytes allowed whatever the records' size (~9,000 records).
+pub const DECODED_SLACK: usize = 1 << 20;
 
 /// The most bytes a batch of `compressed` bytes may inflate to.
 pub fn max_decompressed(compressed: usize) -> usize {
     compressed
         .saturating_mul(MAX_COMPRESSION_RATIO)
-        .max(MIN_DECOMPRESSED_CAP)
+        .clamp(MIN_DECOMPRESSED_CAP, MAX_DECOMPRESSED)
 }
 
 /// The xerial snappy stream header: magic, version 1, compatible version 1.
@@ -102,10 +113,10 @@ pub struct DecodedBatch {
 
 /// Decodes every record of a records field holding exactly one v2 batch,
 /// after checking its CRC-32C.
-pub fn decode_batch(batch: &[u8]) -> Result<DecodedBatch, CodecError> {
+pub fn decode_batch(batch: &Bytes) -> Result<DecodedBatch, CodecError> {
     let header = parse_single_batch(batch)?;
-    let body = &batch[RECORD_BATCH_OVERHEAD..];
-    let (compression, plain) = decompress(header.attributes, body)?;
+    let body = batch.slice(RECORD_BATCH_OVERHEAD..);
+    let (compression, plain) = decompress(header.attributes, &body)?;
     let records = parse_records(&plain, header.records_count)?;
     Ok(DecodedBatch {
         header,
@@ -114,7 +125,7 @@ pub fn decode_batch(batch: &[u8]) -> Result<DecodedBatch, CodecError> {
     })
 }
 
-fn decompress(attributes: i16, body: &[u8]) -> Result<(Compression, Bytes), CodecError> {
+fn decompress(attributes: i16, body: &Bytes) -> Result<(Compression, Bytes), CodecError> {
     let cap = max_decompressed(body.len());
     let inflate = |r: &mut dyn Read| -> Result<Bytes, CodecError> {
         let mut out = Vec::new();
@@ -129,19 +140,19 @@ fn decompress(attributes: i16, body: &[u8]) -> Result<(Compression, Bytes), Code
         Ok(Bytes::from(out))
     };
     match attributes & 0x07 {
-        0 => Ok((Compression::None, Bytes::copy_from_slice(body))),
+        0 => Ok((Compression::None, body.clone())),
         1 => Ok((
             Compression::Gzip,
-            inflate(&mut flate2::read::GzDecoder::new(body))?,
+            inflate(&mut flate2::read::GzDecoder::new(&body[..]))?,
         )),
         2 => snappy_decompress(body, cap),
         3 => {
-            let mut d =
-                lz4::Decoder::new(body).map_err(|_| CodecError::Invalid("lz4 frame header"))?;
+            let mut d = lz4::Decoder::new(&body[..])
+                .map_err(|_| CodecError::Invalid("lz4 frame header"))?;
             Ok((Compression::Lz4, inflate(&mut d)?))
         }
         4 => {
-            let mut d = zstd::stream::read::Decoder::new(body)
+            let mut d = zstd::stream::read::Decoder::new(&body[..])
                 .map_err(|_| CodecError::Invalid("zstd stream"))?;
             Ok((Compression::Zstd, inflate(&mut d)?))
         }
@@ -201,6 +212,22 @@ fn parse_records(plain: &Bytes, count: i32) -> Result<Vec<Record>, CodecError> {
         what: "record count",
         len: i64::from(count),
     })?;
+    // What the decoded records may take: counts are checked against it
+    // before anything is allocated for them.
+    let mut budget = plain.len().saturating_mul(MAX_DECODED_PER_BYTE) + DECODED_SLACK;
+    let mut spend = |n: usize, size: usize, what: &'static str| {
+        let cost = n.saturating_mul(size);
+        if cost > budget {
+            return Err(CodecError::LengthOverLimit {
+                what,
+                len: cost as u64,
+                limit: budget as u64,
+            });
+        }
+        budget -= cost;
+        Ok(())
+    };
+    spend(count, std::mem::size_of::<Record>(), "decoded records")?;
     if count > plain.len() / MIN_RECORD_SIZE {
         return Err(CodecError::InvalidLength {
             what: "record count",
@@ -230,6 +257,11 @@ fn parse_records(plain: &Bytes, count: i32) -> Result<Vec<Record>, CodecError> {
                 len: n_headers as i64,
             });
         }
+        spend(
+            n_headers,
+            std::mem::size_of::<RecordHeader>(),
+            "decoded headers",
+        )?;
         let mut headers = Vec::with_capacity(n_headers);
         for _ in 0..n_headers {
             let (r, key_len) = parse_varint(b)?;
@@ -438,12 +470,15 @@ mod tests {
         for c in ALL {
             let b = encode_batch(&template(), c, 0, &records).unwrap();
             for cut in [RECORD_BATCH_OVERHEAD, b.len() / 2, b.len() - 1] {
-                assert!(decode_batch(&b[..cut]).is_err());
+                assert!(decode_batch(&b.slice(..cut)).is_err());
             }
             let mut bad = b.to_vec();
             let n = bad.len() - 3;
             bad[n] ^= 0x55;
-            assert!(decode_batch(&bad).is_err(), "{c:?}: CRC guards the body");
+            assert!(
+                decode_batch(&Bytes::from(bad)).is_err(),
+                "{c:?}: CRC guards the body"
+            );
         }
     }
 
@@ -464,6 +499,32 @@ mod tests {
                 "{c:?}"
             );
         }
+    }
+
+    #[test]
+    fn records_too_small_to_be_worth_their_memory_are_refused() {
+        // Records of 8 bytes each decode to ~110 B each in memory: beyond
+        // four times the bytes they came in (and the slack), so refused
+        // before allocating.
+        let tiny = Record {
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            ..record(0, "k")
+        };
+        let many = vec![tiny; 50_000];
+        let b = encode_batch(&template(), Compression::None, 0, &many).unwrap();
+        assert!(matches!(
+            decode_batch(&b),
+            Err(CodecError::LengthOverLimit {
+                what: "decoded records",
+                ..
+            })
+        ));
+        // Real records (a key, a value of a few hundred bytes) decode.
+        let real: Vec<_> = (0..2_000).map(|n| record(n, "k")).collect();
+        let b = encode_batch(&template(), Compression::Zstd, 0, &real).unwrap();
+        assert_eq!(decode_batch(&b).unwrap().records.len(), 2_000);
     }
 
     #[test]

@@ -59,9 +59,4 @@ impl Outcomes {
         self.key_batches_answered += other.key_batches_answered;
         self.key_batches_undecodable += other.key_batches_undecodable;
     }
-
-    /// Whether the proxy answered any batch itself.
-    pub fn answered_by_proxy(&self) -> bool {
-        self.duplicate + self.coalesced + self.key_batches_answered > 0
-    }
 }
