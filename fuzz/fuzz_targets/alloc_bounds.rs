@@ -11,8 +11,6 @@
 
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use bytes::Bytes;
 use kafka_dedup_proxy::codec::api_versions::parse_api_versions_response;
@@ -28,63 +26,12 @@ use kafka_dedup_proxy::codec::produce::{
 };
 use libfuzzer_sys::fuzz_target;
 
-struct Counting;
-
-thread_local! {
-    // Const-initialised cells without destructors: safe to touch from the
-    // allocator itself.
-    static CURRENT: Cell<usize> = const { Cell::new(0) };
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_alloc(size: usize) {
-    let _ = CURRENT.try_with(|c| {
-        let now = c.get() + size;
-        c.set(now);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
-    });
-}
-
-fn note_free(size: usize) {
-    let _ = CURRENT.try_with(|c| c.set(c.get().saturating_sub(size)));
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counters are
-// plain thread-local cells that never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note_free(layout.size());
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // A moving realloc holds both blocks for a moment.
-        note_alloc(new_size);
-        note_free(layout.size());
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "../../tests/support/peak_alloc.rs"]
+mod peak_alloc;
 
 /// Peak heap growth while `f` runs.
 fn peak_during(f: impl FnOnce()) -> usize {
-    let start = CURRENT.with(Cell::get);
-    PEAK.with(|p| p.set(start));
-    f();
-    PEAK.with(Cell::get) - start
+    peak_alloc::peak_during(f).0
 }
 
 fuzz_target!(|data: &[u8]| {
