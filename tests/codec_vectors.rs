@@ -967,7 +967,24 @@ fn fuzz_seeds(all: &[Vector]) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
                 add("produce_request", [&[ver - 3][..], &msg[..]].concat());
                 let r = pr::parse_produce_request(&msg, v.version).unwrap();
                 for p in r.topics.iter().flat_map(|t| &t.partitions) {
-                    add("record_batch", p.records.as_ref().unwrap().to_vec());
+                    let batch = p.records.as_ref().unwrap();
+                    add("record_batch", batch.to_vec());
+                    add("records", batch.to_vec());
+                    // The same records under every codec, for the
+                    // decompressors behind key dedup.
+                    let d = kafka_dedup_proxy::codec::records::decode_batch(batch).unwrap();
+                    use kafka_dedup_proxy::codec::records::{Compression as C, encode_batch};
+                    for c in [
+                        C::Gzip,
+                        C::Snappy { xerial: true },
+                        C::Snappy { xerial: false },
+                        C::Lz4,
+                        C::Zstd,
+                    ] {
+                        let re =
+                            encode_batch(&d.header, c, d.header.base_sequence, &d.records).unwrap();
+                        add("records", re.to_vec());
+                    }
                 }
             }
             (api::PRODUCE, Kind::Response) => {
@@ -1223,6 +1240,9 @@ fn seed_is_valid(target: &str, seed: &[u8]) -> bool {
                 .is_ok()
         }
         "record_batch" => rb::parse_single_batch(seed).is_ok(),
+        "records" => {
+            kafka_dedup_proxy::codec::records::decode_batch(&Bytes::copy_from_slice(seed)).is_ok()
+        }
         "alloc_bounds" if seed[0] == 5 => seed_is_valid("produce_request", &seed[1..]),
         "alloc_bounds" => seed_is_valid("responses", seed),
         "responses" => {
@@ -1253,6 +1273,7 @@ fn fuzz_seed_corpus_holds_valid_inputs_for_every_target() {
             "frame_header",
             "produce_request",
             "record_batch",
+            "records",
             "responses"
         ]
     );
