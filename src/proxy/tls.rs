@@ -104,7 +104,8 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 /// Serves no certificate: a handshake completed with it fails with a
-/// `handshake_failure` alert rustls sends itself (how a refused SNI ends).
+/// fatal alert rustls sends itself (`access_denied`): how a refused SNI
+/// ends.
 #[derive(Debug)]
 struct NoCertificate;
 
@@ -237,8 +238,8 @@ impl ServerTls {
         }
     }
 
-    /// Ends the handshake of a ClientHello with a TLS alert
-    /// (`handshake_failure`) and closes the connection.
+    /// Ends the handshake of a ClientHello with a fatal TLS alert
+    /// (`access_denied`) and closes the connection.
     pub async fn refuse(&self, hello: Hello) {
         let accept = hello.start.into_stream(Arc::clone(&self.refusing));
         let _ = tokio::time::timeout_at(hello.deadline, accept).await;

@@ -1,0 +1,365 @@
+//! SNI routing against the shared 3-node cluster: one TLS port for the
+//! whole cluster. A raw TLS client names a broker in its SNI and reaches
+//! that broker; Metadata names only SNI addresses on the one port; wrong
+//! names and unknown node ids are refused and counted; the Java client
+//! produces and consumes exactly once through the single port, resolving
+//! the SNI names to 127.0.0.1 with `-Djdk.net.hosts.file`.
+//!
+//! librdkafka through one port is not covered here.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use common::child::ChildProxy;
+use common::raw::batch;
+use common::security::TestCa;
+use common::verifiable::produce_request;
+use common::*;
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceResponse};
+use kafka_protocol::protocol::{Decodable, HeaderVersion, Request};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+const PATTERN: &str = "broker-$(nodeId).kafka.test";
+const BOOTSTRAP_NAME: &str = "bootstrap.kafka.test";
+const PRODUCE_VERSION: i16 = 9;
+const METADATA_VERSION: i16 = 9;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+
+fn broker_name(node_id: i32) -> String {
+    format!("broker-{node_id}.kafka.test")
+}
+
+/// A proxy of its own (exact counters) with SNI routing and a wildcard
+/// certificate for `*.kafka.test` from `ca`.
+async fn sni_proxy(ca: &TestCa) -> ChildProxy {
+    let (cert, key) = ca.issue("sni-proxy", "DNS:*.kafka.test");
+    ChildProxy::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--sni-routing",
+        PATTERN,
+        "--sni-bootstrap",
+        BOOTSTRAP_NAME,
+    ])
+    .await
+}
+
+/// A Kafka connection over TLS to `addr` with `sni` as the server name,
+/// trusting only `ca`.
+struct TlsConn {
+    stream: TlsStream<TcpStream>,
+    next_corr: i32,
+}
+
+impl TlsConn {
+    async fn connect(addr: &str, sni: &str, ca: &Path) -> Result<TlsConn, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(TlsConn {
+            stream,
+            next_corr: 1,
+        })
+    }
+
+    async fn call<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        let corr = self.next_corr;
+        self.next_corr += 1;
+        self.stream
+            .write_all(&RawConn::frame(corr, version, req))
+            .await
+            .unwrap();
+        let len = self.stream.read_i32().await.expect("a response") as usize;
+        let mut buf = vec![0u8; len];
+        self.stream.read_exact(&mut buf).await.unwrap();
+        let mut body = Bytes::from(buf);
+        assert_eq!(body.get_i32(), corr, "correlation id");
+        if <R::Response as HeaderVersion>::header_version(version) >= 1 {
+            assert_eq!(body.get_u8(), 0, "no tagged fields in the response header");
+        }
+        R::Response::decode(&mut body, version).expect("decodable response")
+    }
+}
+
+/// Node id → the topic's partition 0 leader and every broker of the
+/// cluster, from Metadata through `conn`.
+async fn metadata(conn: &mut TlsConn, topic: &str) -> MetadataResponse {
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+            Some(kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
+            )),
+        ),
+    ]));
+    conn.call(METADATA_VERSION, &req).await
+}
+
+async fn produce_one(conn: &mut TlsConn, topic: &str, tag: &str) -> (i16, i64) {
+    let req = produce_request(None, topic, 0, batch(-1, -1, -1, 1, tag, false));
+    let resp: ProduceResponse = conn.call(PRODUCE_VERSION, &req).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_names_the_broker_a_tls_client_reaches_through_the_one_port() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-raw");
+    let p = sni_proxy(&ca).await;
+    let port: i32 = p.bootstrap.rsplit_once(':').unwrap().1.parse().unwrap();
+    let topic = unique("sni-raw");
+    create_topic(&topic, 1).await;
+
+    // Bootstrap by name: Metadata names every broker by its SNI name, on
+    // the bootstrap port, and nothing else.
+    let mut boot = TlsConn::connect(&p.bootstrap, BOOTSTRAP_NAME, &ca.cert())
+        .await
+        .expect("the bootstrap name is served");
+    let md = metadata(&mut boot, &topic).await;
+    assert_eq!(md.brokers.len(), 3, "{md:?}");
+    for b in &md.brokers {
+        assert_eq!(b.host.to_string(), broker_name(b.node_id.0), "{md:?}");
+        assert_eq!(b.port, port, "every broker on the one port: {md:?}");
+    }
+    let leader = md.topics[0].partitions[0].leader_id.0;
+    assert!(leader >= 0, "{md:?}");
+
+    // The leader's name reaches the leader: a Produce is accepted there.
+    let mut to_leader = TlsConn::connect(&p.bootstrap, &broker_name(leader), &ca.cert())
+        .await
+        .expect("the leader's name is served");
+    let (err, offset) = produce_one(&mut to_leader, &topic, "via-leader").await;
+    assert_eq!((err, offset), (0, 0), "the leader appends the first record");
+    // Metadata on a broker connection names SNI addresses too.
+    let md = metadata(&mut to_leader, &topic).await;
+    assert!(
+        md.brokers
+            .iter()
+            .all(|b| b.port == port && b.host.to_string() == broker_name(b.node_id.0))
+    );
+
+    // Another broker's name reaches that broker, not the leader: it
+    // refuses the Produce as a follower would.
+    let follower = md
+        .brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .find(|&id| id != leader)
+        .unwrap();
+    let mut to_follower = TlsConn::connect(&p.bootstrap, &broker_name(follower), &ca.cert())
+        .await
+        .expect("a follower's name is served");
+    let (err, _) = produce_one(&mut to_follower, &topic, "via-follower").await;
+    assert_eq!(
+        err, NOT_LEADER_OR_FOLLOWER,
+        "broker {follower} is not the leader"
+    );
+
+    // The per-broker ports keep accepting beside the one port, and
+    // advertise the SNI addresses as well.
+    let mut per_port = TlsConn::connect(&p.broker_addr(leader), "127.0.0.1", &ca.cert()).await;
+    assert!(
+        per_port.is_err(),
+        "the wildcard certificate does not cover 127.0.0.1"
+    );
+    per_port = TlsConn::connect(&p.broker_addr(leader), &broker_name(leader), &ca.cert()).await;
+    let (err, offset) = produce_one(per_port.as_mut().unwrap(), &topic, "per-port").await;
+    assert_eq!((err, offset), (0, 1));
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_matches_nothing_or_an_unknown_node_is_refused_and_counted() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-wrong");
+    let p = sni_proxy(&ca).await;
+
+    for wrong in [
+        "evil.kafka.test",
+        "broker-x.kafka.test",
+        "broker-1.other.test",
+    ] {
+        let r = TlsConn::connect(&p.bootstrap, wrong, &ca.cert()).await;
+        let e = r.err().unwrap_or_else(|| panic!("{wrong} is refused"));
+        assert!(
+            e.contains("received fatal alert"),
+            "{wrong}: a TLS alert, got {e}"
+        );
+    }
+    assert!(
+        p.wait_log("matches neither the bootstrap name", Duration::from_secs(5))
+            .await,
+        "{}",
+        p.log()
+    );
+    // A node id the cluster does not have: refused after one refresh.
+    let r = TlsConn::connect(&p.bootstrap, &broker_name(99), &ca.cert()).await;
+    let e = r.err().expect("node 99 is refused");
+    assert!(e.contains("received fatal alert"), "a TLS alert, got {e}");
+    assert!(
+        p.wait_log(
+            "names broker 99, which the cluster does not have",
+            Duration::from_secs(10)
+        )
+        .await,
+        "{}",
+        p.log()
+    );
+    let refused = p
+        .wait_metric(
+            "kdp_frame_errors_total",
+            "kind=\"sni\"",
+            Duration::from_secs(5),
+            |v| v >= 4.0,
+        )
+        .await;
+    assert_eq!(refused, 4.0, "every refusal is counted once");
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "side=\"client\",kind=\"sni\"")
+            .await,
+        4.0
+    );
+    // The port still serves the names it knows.
+    let ok = TlsConn::connect(&p.bootstrap, BOOTSTRAP_NAME, &ca.cert()).await;
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+/// Runs the Java client harness with the SNI names resolved to 127.0.0.1.
+async fn harness_with_hosts(args: &[&str], hosts: &Path) -> (bool, serde_json::Value, String) {
+    let opts = format!(
+        "{} -Djdk.net.hosts.file={}",
+        std::env::var("KDP_JAVA_OPTS").unwrap_or_default(),
+        hosts.display()
+    );
+    let out = tokio::process::Command::new(repo().join("scripts/kafka"))
+        .args(["run", "ClientHarness"])
+        .args(args)
+        .env("KDP_JAVA_OPTS", opts)
+        .output()
+        .await
+        .expect("scripts/kafka run ClientHarness");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        json,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_client_produces_and_consumes_exactly_once_through_one_sni_port() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-java");
+    let p = sni_proxy(&ca).await;
+    let port = p.bootstrap.rsplit_once(':').unwrap().1;
+    let topic = unique("sni-java");
+    create_topic(&topic, 3).await;
+
+    // Only the SNI names resolve, and only to the proxy's address.
+    let hosts = ca.dir.join("hosts");
+    let names: Vec<String> = (0..10).map(broker_name).collect();
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 {BOOTSTRAP_NAME} {}\n", names.join(" ")),
+    )
+    .unwrap();
+    let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
+    let trust = format!("ssl.truststore.location={}", ca.cert().display());
+    let tls = [
+        "--extra",
+        "security.protocol=SSL",
+        "--extra",
+        "ssl.truststore.type=PEM",
+        "--extra",
+        &trust,
+    ];
+
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--count",
+        "500",
+        "--idempotence",
+        "true",
+        "--linger-ms",
+        "5",
+    ];
+    args.extend_from_slice(&tls);
+    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
+    assert!(ok, "producer through one SNI port: {out} {err}");
+    assert_eq!(out["acked"], 500, "{out}");
+
+    let mut args = vec![
+        "consume",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--expect",
+        "500",
+        "--timeout-ms",
+        "30000",
+        "--no-records",
+    ];
+    args.extend_from_slice(&tls);
+    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
+    assert!(ok, "consumer through one SNI port: {out} {err}");
+    assert_eq!(out["count"], 500, "{out}");
+    assert_eq!(out["duplicates"], 0, "{out}");
+
+    // Every client connection came through the one port: the per-broker
+    // listeners served none.
+    assert_eq!(
+        p.metric("kdp_connections_total", "listener=\"broker\"")
+            .await,
+        0.0,
+        "connections by listener: {}",
+        p.metrics().await
+    );
+    assert!(
+        p.metric("kdp_connections_total", "listener=\"bootstrap\"")
+            .await
+            >= 2.0
+    );
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
+        0.0
+    );
+}
