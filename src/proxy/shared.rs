@@ -62,6 +62,10 @@ pub struct Shared {
     pub sni: Option<SniRoutes>,
     /// The bootstrap listener's port (the one port of SNI routing).
     pub bootstrap_port: u16,
+    /// When the last on-demand broker refresh ended (see
+    /// `probe::refresh_brokers`); the lock also makes waiting connections
+    /// share one refresh.
+    pub brokers_refreshed: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     next_bootstrap: AtomicUsize,
 }
 
@@ -91,6 +95,7 @@ impl Shared {
             tls_upstream,
             sni,
             bootstrap_port: bootstrap.port(),
+            brokers_refreshed: tokio::sync::Mutex::new(None),
             config,
             topics: TopicNames::default(),
             upstream_up: AtomicBool::new(false),

@@ -127,7 +127,7 @@ async fn route(sni: &SniRoutes, hello: &Hello, shared: &Arc<Shared>) -> Result<T
         Route::Broker(id) => id,
     };
     if shared.brokers.upstream_of(node_id).is_none() {
-        probe::probe(shared).await;
+        probe::refresh_brokers(shared, tokio::time::Instant::now()).await;
     }
     if shared.brokers.upstream_of(node_id).is_none() {
         return Err(SniRefusal::UnknownNode {
