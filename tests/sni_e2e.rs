@@ -1,6 +1,7 @@
 //! SNI routing against the shared 3-node cluster: one TLS port for the
 //! whole cluster. A raw TLS client names a broker in its SNI and reaches
-//! that broker; Metadata names only SNI addresses on the one port; wrong
+//! that broker; Metadata, FindCoordinator and DescribeCluster name only SNI
+//! addresses on the one port; wrong
 //! names and unknown node ids are refused and counted; the Java client
 //! produces and consumes exactly once through the single port, resolving
 //! the SNI names to 127.0.0.1 with `-Djdk.net.hosts.file`.
@@ -19,7 +20,11 @@ use common::raw::batch;
 use common::security::TestCa;
 use common::verifiable::produce_request;
 use common::*;
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceResponse};
+use kafka_protocol::messages::{
+    DescribeClusterRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
+    ProduceResponse,
+};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::{Decodable, HeaderVersion, Request};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -32,6 +37,11 @@ const BOOTSTRAP_NAME: &str = "bootstrap.kafka.test";
 const PRODUCE_VERSION: i16 = 9;
 const METADATA_VERSION: i16 = 9;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// FindCoordinator v4 (batched keys) and DescribeCluster v0: both in
+/// every 3.x/4.x broker.
+const FIND_COORDINATOR_VERSION: i16 = 4;
+const DESCRIBE_CLUSTER_VERSION: i16 = 0;
 
 fn broker_name(node_id: i32) -> String {
     format!("broker-{node_id}.kafka.test")
@@ -105,8 +115,7 @@ impl TlsConn {
     }
 }
 
-/// Node id → the topic's partition 0 leader and every broker of the
-/// cluster, from Metadata through `conn`.
+/// Metadata of `topic` (and every broker) through `conn`.
 async fn metadata(conn: &mut TlsConn, topic: &str) -> MetadataResponse {
     let req = MetadataRequest::default().with_topics(Some(vec![
         kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
@@ -147,6 +156,39 @@ async fn sni_names_the_broker_a_tls_client_reaches_through_the_one_port() {
     }
     let leader = md.topics[0].partitions[0].leader_id.0;
     assert!(leader >= 0, "{md:?}");
+
+    // FindCoordinator and DescribeCluster name SNI addresses too.
+    let group = unique("sni-group");
+    let mut coordinator = None;
+    for _ in 0..30 {
+        let req = FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![StrBytes::from_string(group.clone())]);
+        let resp = boot.call(FIND_COORDINATOR_VERSION, &req).await;
+        let c = resp.coordinators[0].clone();
+        if c.error_code != COORDINATOR_NOT_AVAILABLE {
+            coordinator = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let c = coordinator.expect("a group coordinator");
+    assert_eq!(c.error_code, 0, "{c:?}");
+    assert_eq!(
+        (c.host.to_string(), c.port),
+        (broker_name(c.node_id.0), port)
+    );
+    let dc = boot
+        .call(DESCRIBE_CLUSTER_VERSION, &DescribeClusterRequest::default())
+        .await;
+    assert_eq!(dc.error_code, 0);
+    assert_eq!(dc.brokers.len(), 3, "{dc:?}");
+    for b in &dc.brokers {
+        assert_eq!(
+            (b.host.to_string(), b.port),
+            (broker_name(b.broker_id.0), port)
+        );
+    }
 
     // The leader's name reaches the leader: a Produce is accepted there.
     let mut to_leader = TlsConn::connect(&p.bootstrap, &broker_name(leader), &ca.cert())
