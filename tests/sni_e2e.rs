@@ -6,7 +6,8 @@
 //! produces and consumes exactly once through the single port, resolving
 //! the SNI names to 127.0.0.1 with `-Djdk.net.hosts.file`.
 //!
-//! librdkafka through one port is not covered here.
+//! The same through a proxy in front of the SASL_SSL listeners (SCRAM,
+//! TLS to the brokers). librdkafka through one port is not covered here.
 
 mod common;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use common::child::ChildProxy;
 use common::raw::batch;
-use common::security::TestCa;
+use common::security::{TestCa, java_scram, start_sasl_proxy};
 use common::verifiable::produce_request;
 use common::*;
 use kafka_protocol::messages::{
@@ -404,4 +405,64 @@ async fn java_client_produces_and_consumes_exactly_once_through_one_sni_port() {
         p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
         0.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_client_over_sasl_ssl_and_upstream_tls_through_one_sni_port() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-sasl");
+    let (cert, key) = ca.issue("sni-sasl-proxy", "DNS:*.kafka.test");
+    let p = start_sasl_proxy(
+        Some((&cert, &key)),
+        &["--sni-routing", PATTERN, "--sni-bootstrap", BOOTSTRAP_NAME],
+    )
+    .await;
+    let port = p.bootstrap.rsplit_once(':').unwrap().1;
+    let topic = unique("sni-sasl");
+    create_topic(&topic, 3).await;
+    let hosts = ca.dir.join("hosts");
+    let names: Vec<String> = (0..10).map(broker_name).collect();
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 {BOOTSTRAP_NAME} {}\n", names.join(" ")),
+    )
+    .unwrap();
+    let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
+    let scram = java_scram("SCRAM-SHA-512", "alice", "alice-secret", &ca.cert());
+    let extra: Vec<&str> = scram.iter().flat_map(|p| ["--extra", p.as_str()]).collect();
+
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--count",
+        "200",
+        "--idempotence",
+        "true",
+    ];
+    args.extend_from_slice(&extra);
+    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
+    assert!(ok, "SCRAM producer through one SNI port: {out} {err}");
+    assert_eq!(out["acked"], 200, "{out}");
+
+    let mut args = vec![
+        "consume",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--expect",
+        "200",
+        "--timeout-ms",
+        "30000",
+        "--no-records",
+    ];
+    args.extend_from_slice(&extra);
+    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
+    assert!(ok, "SCRAM consumer through one SNI port: {out} {err}");
+    assert_eq!(out["count"], 200, "{out}");
+    assert_eq!(out["duplicates"], 0, "{out}");
 }
