@@ -141,3 +141,31 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn shared(sni: Option<SniRoutes>) -> Arc<Shared> {
+        let config = Config::parse_from([
+            "kafka-dedup-proxy",
+            "--upstream",
+            "127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:19092",
+        ]);
+        let dedup = dedup_for(&config).unwrap();
+        let bootstrap = config.listen;
+        Shared::new(config, dedup, bootstrap, None, None, sni).0
+    }
+
+    #[test]
+    fn brokers_are_advertised_on_their_own_port_unless_sni_routes_them() {
+        assert_eq!(shared(None).advertise(2), ("127.0.0.1".into(), 19095));
+        let sni = SniRoutes::new("broker-$(nodeId).kafka.test", "bootstrap.kafka.test").unwrap();
+        let s = shared(Some(sni));
+        assert_eq!(s.advertise(2), ("broker-2.kafka.test".into(), 19092));
+        assert_eq!(s.advertise(0), ("broker-0.kafka.test".into(), 19092));
+    }
+}
