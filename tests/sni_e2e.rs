@@ -7,7 +7,7 @@
 //! the SNI names to 127.0.0.1 with `-Djdk.net.hosts.file`.
 //!
 //! The same through a proxy in front of the SASL_SSL listeners (SCRAM,
-//! TLS to the brokers). librdkafka through one port is not covered here.
+//! TLS to the brokers), and client certificates required after routing. librdkafka through one port is not covered here.
 
 mod common;
 
@@ -28,7 +28,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::{Decodable, HeaderVersion, Request};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -74,6 +74,16 @@ struct TlsConn {
 
 impl TlsConn {
     async fn connect(addr: &str, sni: &str, ca: &Path) -> Result<TlsConn, String> {
+        Self::connect_as(addr, sni, ca, None).await
+    }
+
+    /// The same, presenting the client certificate `client` (chain, key).
+    async fn connect_as(
+        addr: &str,
+        sni: &str,
+        ca: &Path,
+        client: Option<(&Path, &Path)>,
+    ) -> Result<TlsConn, String> {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(c.unwrap()).unwrap();
@@ -83,8 +93,19 @@ impl TlsConn {
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let config = match client {
+            None => config.with_no_client_auth(),
+            Some((chain, key)) => config
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(chain)
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect(),
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+        };
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from(sni.to_string()).unwrap();
         let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -465,4 +486,74 @@ async fn java_client_over_sasl_ssl_and_upstream_tls_through_one_sni_port() {
     assert!(ok, "SCRAM consumer through one SNI port: {out} {err}");
     assert_eq!(out["count"], 200, "{out}");
     assert_eq!(out["duplicates"], 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_on_the_one_port_after_routing() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-mtls");
+    let (cert, key) = ca.issue("sni-mtls-proxy", "DNS:*.kafka.test");
+    let (client_cert, client_key) = ca.issue("sni-client", "DNS:client.test");
+    let ca_path = ca.cert();
+    let p = ChildProxy::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-client-ca",
+        ca_path.to_str().unwrap(),
+        "--sni-routing",
+        PATTERN,
+        "--sni-bootstrap",
+        BOOTSTRAP_NAME,
+    ])
+    .await;
+    let topic = unique("sni-mtls");
+    create_topic(&topic, 1).await;
+
+    // With a certificate the client CA signed: routed and served.
+    let mut conn = TlsConn::connect_as(
+        &p.bootstrap,
+        BOOTSTRAP_NAME,
+        &ca_path,
+        Some((&client_cert, &client_key)),
+    )
+    .await
+    .expect("a client with a certificate is served");
+    let md = metadata(&mut conn, &topic).await;
+    let leader = md.topics[0].partitions[0].leader_id.0;
+    let mut to_leader = TlsConn::connect_as(
+        &p.bootstrap,
+        &broker_name(leader),
+        &ca_path,
+        Some((&client_cert, &client_key)),
+    )
+    .await
+    .expect("the leader's name is served");
+    assert_eq!(produce_one(&mut to_leader, &topic, "mtls").await, (0, 0));
+
+    // Without one: the handshake fails after routing, as a TLS failure,
+    // not an SNI refusal. (With TLS 1.3 the client may finish its side
+    // first and learn of the refusal on its first read.)
+    let refused = match TlsConn::connect(&p.bootstrap, &broker_name(leader), &ca_path).await {
+        Err(_) => true,
+        Ok(mut c) => {
+            let mut b = [0u8; 1];
+            !matches!(c.stream.read(&mut b).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "a client without a certificate is not served");
+    let failed = p
+        .wait_metric(
+            "kdp_frame_errors_total",
+            "kind=\"tls_handshake\"",
+            Duration::from_secs(5),
+            |v| v >= 1.0,
+        )
+        .await;
+    assert_eq!(failed, 1.0);
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
+        0.0
+    );
 }
