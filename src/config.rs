@@ -159,6 +159,24 @@ pub struct Config {
     #[arg(long, env = "KDP_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// SNI routing: serve every broker on the bootstrap port, advertised as
+    /// this host-name pattern with the node id in place of `$(nodeId)`
+    /// (e.g. `broker-$(nodeId).kafka.example.com`). TLS clients name the
+    /// broker they want in their SNI; the certificate must cover every
+    /// name. Per-broker ports keep accepting. Needs --tls-cert and
+    /// --sni-bootstrap.
+    #[arg(
+        long,
+        env = "KDP_SNI_ROUTING",
+        requires_all = ["tls_cert", "sni_bootstrap"]
+    )]
+    pub sni_routing: Option<String>,
+
+    /// With --sni-routing: the host name (SNI) of the bootstrap servers on
+    /// the bootstrap port (e.g. `bootstrap.kafka.example.com`).
+    #[arg(long, env = "KDP_SNI_BOOTSTRAP", requires = "sni_routing")]
+    pub sni_bootstrap: Option<String>,
+
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "KDP_TLS_RELOAD_INTERVAL_SECONDS", default_value_t = 5)]
     pub tls_reload_interval_seconds: u64,
@@ -388,6 +406,27 @@ mod tests {
         assert_eq!(c.map_broker_address("k2:9092"), "10.0.0.2:19092");
         assert_eq!(c.map_broker_address("k3:9092"), "k3:9092");
         assert!(parse(&["--upstream", "a:1", "--broker-address-map", "k1:9092"]).is_err());
+    }
+
+    #[test]
+    fn sni_routing_is_off_by_default_and_needs_tls_and_a_bootstrap_name() {
+        let c = parse(&["--upstream", "a:1"]).unwrap();
+        assert_eq!((c.sni_routing, c.sni_bootstrap), (None, None));
+        let sni = [
+            "--sni-routing",
+            "b-$(nodeId).k.test",
+            "--sni-bootstrap",
+            "k.test",
+        ];
+        let mut no_tls = vec!["--upstream", "a:1"];
+        no_tls.extend_from_slice(&sni);
+        assert!(parse(&no_tls).unwrap_err().contains("--tls-cert"));
+        let mut tls = vec!["--upstream", "a:1", "--tls-cert", "c", "--tls-key", "k"];
+        tls.extend_from_slice(&sni[..2]);
+        assert!(parse(&tls).unwrap_err().contains("--sni-bootstrap"));
+        tls.extend_from_slice(&sni[2..]);
+        let c = parse(&tls).unwrap();
+        assert_eq!(c.sni_routing.as_deref(), Some("b-$(nodeId).k.test"));
     }
 
     #[test]

@@ -274,6 +274,20 @@ def cmd_nodeport(path):
             assert p["nodePort"] == p["port"], p
 
 
+def cmd_sni(path):
+    """SNI routing: the Service and the container expose the bootstrap port
+    only; the pattern reaches the proxy with $(nodeId) escaped from
+    Kubernetes' variable expansion."""
+    docs = load(path)
+    svc = one(docs, "Service")
+    assert sorted(p["name"] for p in svc["spec"]["ports"]) == ["bootstrap", "metrics"], svc["spec"]["ports"]
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert [p["name"] for p in container["ports"]] == ["bootstrap", "metrics"], container["ports"]
+    args = args_of(container)
+    assert args["--sni-routing"] == "broker-$$(nodeId).kafka.example.com", args
+    assert args["--sni-bootstrap"] == "bootstrap.kafka.example.com", args
+
+
 def cmd_core_only(path, out):
     docs = [d for d in load(path) if not d["apiVersion"].startswith("monitoring.coreos.com/")]
     with open(out, "w") as f:

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::io::FrameError;
+use super::sni::SniRefusal;
 use crate::codec::CodecError;
 use crate::codec::api::api_name;
 use crate::dedup::MergeError;
@@ -35,6 +36,9 @@ pub enum ClientFault {
     Frame(FrameError),
     #[error("TLS handshake failed (a plaintext client on a TLS listener?): {0}")]
     TlsHandshake(String),
+    /// SNI routing: the requested name is no broker and not the bootstrap.
+    #[error("TLS connection refused: {0}")]
+    Sni(SniRefusal),
     #[error("request shorter than a header")]
     ShortHeader,
     #[error("unparsable {api} v{version} request: {detail}", api = api_name(*.api_key))]
@@ -124,6 +128,7 @@ impl Close {
                 frame_kind(e)
             }
             Close::Client(ClientFault::TlsHandshake(_)) => "tls_handshake",
+            Close::Client(ClientFault::Sni(_)) => "sni",
             Close::Client(ClientFault::ShortHeader | ClientFault::Unparsable { .. }) => "parse",
             Close::Broker(BrokerFault::Connect) => "upstream_connect",
             Close::Broker(BrokerFault::ClosedInsteadOfAnswering { .. }) => "upstream_closed",
@@ -184,5 +189,7 @@ mod tests {
         )));
         assert_eq!((c.side(), c.kind()), (Side::Client, Some("oversized")));
         assert_eq!(Close::from(ClientFault::Gone).kind(), None);
+        let c = Close::from(ClientFault::Sni(SniRefusal::Missing));
+        assert_eq!((c.side(), c.kind()), (Side::Client, Some("sni")));
     }
 }

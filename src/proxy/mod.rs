@@ -12,6 +12,7 @@
 //! * [`error`]: why a connection closes, by the side that caused it.
 //! * [`io`]: frame reading and vectored writing on sockets.
 //! * [`tls`]: TLS termination for clients, TLS origination to brokers.
+//! * [`sni`]: SNI routing's names: the broker pattern, the bootstrap name.
 //! * [`topics`]: topic id → name for Produce v13.
 //! * [`probe`]: the proxy's own Metadata probe (readiness, listeners).
 //! * [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -25,6 +26,7 @@ pub mod listener;
 pub mod probe;
 pub mod rewrite;
 pub mod shared;
+pub mod sni;
 pub mod tls;
 pub mod topics;
 
@@ -61,6 +63,17 @@ impl Proxy {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let tls_server = tls::ServerTls::from_config(&config).map_err(invalid)?;
         let tls_upstream = tls::UpstreamTls::from_config(&config).map_err(invalid)?;
+        let sni = match (&config.sni_routing, &config.sni_bootstrap) {
+            (Some(pattern), Some(bootstrap)) => {
+                Some(sni::SniRoutes::new(pattern, bootstrap).map_err(invalid)?)
+            }
+            _ => None,
+        };
+        if sni.is_some() && tls_server.is_none() {
+            return Err(invalid(
+                "--sni-routing needs --tls-cert and --tls-key".into(),
+            ));
+        }
         if config.upstream_tls_insecure_skip_verify {
             tracing::warn!(
                 "--upstream-tls-insecure-skip-verify: broker certificates are NOT verified; \
@@ -76,7 +89,7 @@ impl Proxy {
         }
         let dedup = shared::dedup_for(&config).map_err(invalid)?;
         let (shared, new_listeners) =
-            Shared::new(config, dedup, bootstrap_addr.ip(), tls_server, tls_upstream);
+            Shared::new(config, dedup, bootstrap_addr, tls_server, tls_upstream, sni);
         tokio::spawn(serve_new_listeners(new_listeners, Arc::clone(&shared)));
         tracing::info!(
             listen = %bootstrap_addr,
@@ -87,6 +100,8 @@ impl Proxy {
             client_tls = shared.tls_server.is_some(),
             client_certificates = shared.config.tls_client_ca.is_some(),
             upstream_tls = shared.tls_upstream.is_some(),
+            sni_routing = shared.sni.as_ref().map(|s| s.pattern().to_string()),
+            sni_bootstrap = shared.sni.as_ref().map(|s| s.bootstrap().to_string()),
             "proxy starting"
         );
         probe::probe(&shared).await;

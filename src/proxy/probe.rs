@@ -141,6 +141,27 @@ pub async fn probe(shared: &Arc<Shared>) -> bool {
     false
 }
 
+/// Shortest time between two on-demand refreshes: a client asking for node
+/// ids the cluster does not have cannot make the proxy flood the cluster
+/// with Metadata requests.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Asks the cluster for its brokers once, on behalf of a connection that
+/// names a node id the registry does not know (asked at `asked_at`).
+/// Connections asking at once share one refresh: whoever waited behind a
+/// refresh that ended after it asked takes that refresh's answer, and
+/// refreshes are at least [`MIN_REFRESH_INTERVAL`] apart.
+pub async fn refresh_brokers(shared: &Arc<Shared>, asked_at: tokio::time::Instant) {
+    let mut last = shared.brokers_refreshed.lock().await;
+    if let Some(t) = *last
+        && (t >= asked_at || t.elapsed() < MIN_REFRESH_INTERVAL)
+    {
+        return;
+    }
+    probe(shared).await;
+    *last = Some(tokio::time::Instant::now());
+}
+
 pub async fn run_probes(shared: Arc<Shared>) {
     let every = Duration::from_secs(shared.config.upstream_probe_interval_seconds.max(1));
     loop {
@@ -149,5 +170,39 @@ pub async fn run_probes(shared: Arc<Shared>) {
             _ = tokio::time::sleep(every) => {}
         }
         probe(&shared).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use clap::Parser;
+
+    #[tokio::test]
+    async fn on_demand_refreshes_are_shared_and_spaced() {
+        // Nothing listens on the discard port: every probe fails at once
+        // and is counted in `probes_failed`.
+        let config = Config::parse_from(["kafka-dedup-proxy", "--upstream", "127.0.0.1:9"]);
+        let dedup = crate::proxy::shared::dedup_for(&config).unwrap();
+        let (shared, _listeners) = Shared::new(
+            config,
+            dedup,
+            "127.0.0.1:9092".parse().unwrap(),
+            None,
+            None,
+            None,
+        );
+        let asked = tokio::time::Instant::now();
+        refresh_brokers(&shared, asked).await;
+        assert_eq!(shared.probes_failed.load(Ordering::Relaxed), 1);
+        // Asked before the refresh ended: takes its answer.
+        refresh_brokers(&shared, asked).await;
+        // Asked after it, but within the interval: no new probe either.
+        refresh_brokers(&shared, tokio::time::Instant::now()).await;
+        assert_eq!(shared.probes_failed.load(Ordering::Relaxed), 1);
+        tokio::time::sleep(MIN_REFRESH_INTERVAL).await;
+        refresh_brokers(&shared, tokio::time::Instant::now()).await;
+        assert_eq!(shared.probes_failed.load(Ordering::Relaxed), 2);
     }
 }

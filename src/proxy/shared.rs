@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::brokers::{BrokerRegistry, NewListener};
+use super::sni::SniRoutes;
 use super::tls;
 use super::topics::TopicNames;
 use crate::config::Config;
@@ -56,25 +57,35 @@ pub struct Shared {
     pub tls_server: Option<Arc<tls::ServerTls>>,
     /// TLS to the brokers, when configured.
     pub tls_upstream: Option<Arc<tls::UpstreamTls>>,
+    /// SNI routing on the bootstrap listener, when configured: brokers are
+    /// then advertised by name on the bootstrap port.
+    pub sni: Option<SniRoutes>,
+    /// The bootstrap listener's port (the one port of SNI routing).
+    pub bootstrap_port: u16,
+    /// When the last on-demand broker refresh ended (see
+    /// `probe::refresh_brokers`); the lock also makes waiting connections
+    /// share one refresh.
+    pub brokers_refreshed: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     next_bootstrap: AtomicUsize,
 }
 
 impl Shared {
     /// The shared state for `config` (its broker port base already set)
-    /// and `dedup` (from [`dedup_for`]), with listeners bound on
-    /// `listen_ip`, and the receiving end of the broker listeners bound
-    /// from then on.
+    /// and `dedup` (from [`dedup_for`]), with broker listeners bound on
+    /// the IP of the `bootstrap` listener, and the receiving end of the
+    /// broker listeners bound from then on.
     pub fn new(
         config: Config,
         dedup: ProduceDedup,
-        listen_ip: std::net::IpAddr,
+        bootstrap: std::net::SocketAddr,
         tls_server: Option<Arc<tls::ServerTls>>,
         tls_upstream: Option<Arc<tls::UpstreamTls>>,
+        sni: Option<SniRoutes>,
     ) -> (Arc<Shared>, mpsc::UnboundedReceiver<NewListener>) {
         let (brokers, new_listeners) = BrokerRegistry::new(
             config.advertised_host.clone(),
             config.broker_port_base(),
-            listen_ip,
+            bootstrap.ip(),
         );
         let shared = Arc::new(Shared {
             dedup,
@@ -82,6 +93,9 @@ impl Shared {
             conn_limit: Arc::new(Semaphore::new(config.max_connections)),
             tls_server,
             tls_upstream,
+            sni,
+            bootstrap_port: bootstrap.port(),
+            brokers_refreshed: tokio::sync::Mutex::new(None),
             config,
             topics: TopicNames::default(),
             upstream_up: AtomicBool::new(false),
@@ -113,8 +127,45 @@ impl Shared {
         );
     }
 
-    /// (host, port) clients are told for a node.
+    /// (host, port) clients are told for a node: with SNI routing, the
+    /// node's name on the bootstrap port (every client is told the SNI
+    /// address, whichever listener it came in on; the per-broker ports
+    /// still accept); otherwise the node's own port.
     pub fn advertise(&self, node_id: i32) -> (String, i32) {
-        self.brokers.advertise(node_id)
+        match &self.sni {
+            Some(sni) => (
+                sni.pattern().host_of(node_id),
+                i32::from(self.bootstrap_port),
+            ),
+            None => self.brokers.advertise(node_id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn shared(sni: Option<SniRoutes>) -> Arc<Shared> {
+        let config = Config::parse_from([
+            "kafka-dedup-proxy",
+            "--upstream",
+            "127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:19092",
+        ]);
+        let dedup = dedup_for(&config).unwrap();
+        let bootstrap = config.listen;
+        Shared::new(config, dedup, bootstrap, None, None, sni).0
+    }
+
+    #[test]
+    fn brokers_are_advertised_on_their_own_port_unless_sni_routes_them() {
+        assert_eq!(shared(None).advertise(2), ("127.0.0.1".into(), 19095));
+        let sni = SniRoutes::new("broker-$(nodeId).kafka.test", "bootstrap.kafka.test").unwrap();
+        let s = shared(Some(sni));
+        assert_eq!(s.advertise(2), ("broker-2.kafka.test".into(), 19092));
+        assert_eq!(s.advertise(0), ("broker-0.kafka.test".into(), 19092));
     }
 }

@@ -12,6 +12,10 @@
 //!   proxy's own Metadata probe) speak TLS, verified against a CA bundle
 //!   (or the system roots), with the broker host the proxy dials as the
 //!   server name unless overridden; optionally with a client certificate.
+//! * SNI routing ([`ServerTls::read_hello`]): the bootstrap listener reads
+//!   the ClientHello first, routes by its server name, then completes the
+//!   handshake ([`ServerTls::complete`]) or refuses it with a TLS alert
+//!   ([`ServerTls::refuse`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -25,7 +29,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+use tokio_rustls::{LazyConfigAcceptor, StartHandshake, TlsAcceptor, TlsConnector, client, server};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -99,10 +103,38 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// Serves no certificate: a handshake completed with it fails with a
+/// fatal alert rustls sends itself (`access_denied`): how a refused SNI
+/// ends.
+#[derive(Debug)]
+struct NoCertificate;
+
+impl ResolvesServerCert for NoCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+/// A client's ClientHello, read before the handshake goes on.
+pub struct Hello {
+    start: StartHandshake<TcpStream>,
+    deadline: tokio::time::Instant,
+    server_name: Option<String>,
+}
+
+impl Hello {
+    /// The server name (SNI) the client asked for, if any.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+}
+
 /// TLS termination for client connections.
 #[derive(Debug)]
 pub struct ServerTls {
     config: Arc<ServerConfig>,
+    /// The same protocol versions, no certificate: for refusals.
+    refusing: Arc<ServerConfig>,
     resolver: Arc<ReloadingCert>,
     cert_path: PathBuf,
     key_path: PathBuf,
@@ -145,8 +177,14 @@ impl ServerTls {
         };
         let config =
             builder.with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
+        let refusing = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(NoCertificate));
         Ok(Some(Arc::new(ServerTls {
             config: Arc::new(config),
+            refusing: Arc::new(refusing),
             resolver,
             cert_path: cert_path.clone(),
             key_path: key_path.clone(),
@@ -167,6 +205,44 @@ impl ServerTls {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("handshake timed out".into()),
         }
+    }
+
+    /// Reads the client's ClientHello without answering it yet. The
+    /// whole handshake, [`ServerTls::complete`] included, is bounded by
+    /// one [`HANDSHAKE_TIMEOUT`].
+    pub async fn read_hello(&self, tcp: TcpStream) -> Result<Hello, String> {
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        match tokio::time::timeout_at(deadline, lazy).await {
+            Ok(Ok(start)) => {
+                let server_name = start.client_hello().server_name().map(str::to_string);
+                Ok(Hello {
+                    start,
+                    deadline,
+                    server_name,
+                })
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("handshake timed out".into()),
+        }
+    }
+
+    /// Completes the handshake of a ClientHello read by
+    /// [`ServerTls::read_hello`].
+    pub async fn complete(&self, hello: Hello) -> Result<server::TlsStream<TcpStream>, String> {
+        let accept = hello.start.into_stream(Arc::clone(&self.config));
+        match tokio::time::timeout_at(hello.deadline, accept).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("handshake timed out".into()),
+        }
+    }
+
+    /// Ends the handshake of a ClientHello with a fatal TLS alert
+    /// (`access_denied`) and closes the connection.
+    pub async fn refuse(&self, hello: Hello) {
+        let accept = hello.start.into_stream(Arc::clone(&self.refusing));
+        let _ = tokio::time::timeout_at(hello.deadline, accept).await;
     }
 
     /// Re-reads the files; a change that loads replaces the served

@@ -95,8 +95,9 @@ First broker port: proxy.brokerPortBase, or proxy.port + 1.
 
 {{/*
 The ports of the proxy as a YAML list of {name, port}: the bootstrap port,
-then one per entry of kafka.brokerIds. Fails on a port outside 1-65535, a
-clash with another port, or a repeated broker id.
+then one per entry of kafka.brokerIds (none with SNI routing: every broker
+is served on the bootstrap port). Fails on a port outside 1-65535, a clash
+with another port, or a repeated broker id.
 */}}
 {{- define "kafka-dedup-proxy.kafkaPorts" -}}
 {{- $base := int (include "kafka-dedup-proxy.brokerPortBase" .) }}
@@ -108,6 +109,7 @@ clash with another port, or a repeated broker id.
 {{- $seen := dict }}
 - name: bootstrap
   port: {{ $bootstrap }}
+{{- if not .Values.tls.server.sni.enabled }}
 {{- range $id := .Values.kafka.brokerIds }}
 {{- $port := add $base (int $id) }}
 {{- if or (lt $port 1) (gt $port 65535) }}
@@ -122,6 +124,7 @@ clash with another port, or a repeated broker id.
 {{- $_ := set $seen (toString $id) true }}
 - name: {{ printf "broker-%d" (int $id) }}
   port: {{ $port }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -42,7 +42,14 @@ struct Harness {
 fn harness() -> Harness {
     let config = Config::parse_from(["kafka-dedup-proxy", "--upstream", "127.0.0.1:9"]);
     let dedup = crate::proxy::shared::dedup_for(&config).unwrap();
-    let (shared, _listeners) = Shared::new(config, dedup, [127, 0, 0, 1].into(), None, None);
+    let (shared, _listeners) = Shared::new(
+        config,
+        dedup,
+        "127.0.0.1:9092".parse().unwrap(),
+        None,
+        None,
+        None,
+    );
     let (client, proxy_client) = tokio::io::duplex(1 << 20);
     let (broker, proxy_broker) = tokio::io::duplex(1 << 20);
     let link = Link {

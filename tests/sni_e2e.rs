@@ -1,0 +1,559 @@
+//! SNI routing against the shared 3-node cluster: one TLS port for the
+//! whole cluster. A raw TLS client names a broker in its SNI and reaches
+//! that broker; Metadata, FindCoordinator and DescribeCluster name only SNI
+//! addresses on the one port; wrong
+//! names and unknown node ids are refused and counted; the Java client
+//! produces and consumes exactly once through the single port, resolving
+//! the SNI names to 127.0.0.1 with `-Djdk.net.hosts.file`.
+//!
+//! The same through a proxy in front of the SASL_SSL listeners (SCRAM,
+//! TLS to the brokers), and client certificates required after routing. librdkafka through one port is not covered here.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use common::child::ChildProxy;
+use common::raw::batch;
+use common::security::{TestCa, java_scram, start_sasl_proxy};
+use common::verifiable::produce_request;
+use common::*;
+use kafka_protocol::messages::{
+    DescribeClusterRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
+    ProduceResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, HeaderVersion, Request};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+const PATTERN: &str = "broker-$(nodeId).kafka.test";
+const BOOTSTRAP_NAME: &str = "bootstrap.kafka.test";
+const PRODUCE_VERSION: i16 = 9;
+const METADATA_VERSION: i16 = 9;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// FindCoordinator v4 (batched keys) and DescribeCluster v0: both in
+/// every 3.x/4.x broker.
+const FIND_COORDINATOR_VERSION: i16 = 4;
+const DESCRIBE_CLUSTER_VERSION: i16 = 0;
+
+fn broker_name(node_id: i32) -> String {
+    format!("broker-{node_id}.kafka.test")
+}
+
+/// A proxy of its own (exact counters) with SNI routing and a wildcard
+/// certificate for `*.kafka.test` from `ca`.
+async fn sni_proxy(ca: &TestCa) -> ChildProxy {
+    let (cert, key) = ca.issue("sni-proxy", "DNS:*.kafka.test");
+    ChildProxy::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--sni-routing",
+        PATTERN,
+        "--sni-bootstrap",
+        BOOTSTRAP_NAME,
+    ])
+    .await
+}
+
+/// A Kafka connection over TLS to `addr` with `sni` as the server name,
+/// trusting only `ca`.
+struct TlsConn {
+    stream: TlsStream<TcpStream>,
+    next_corr: i32,
+}
+
+impl TlsConn {
+    async fn connect(addr: &str, sni: &str, ca: &Path) -> Result<TlsConn, String> {
+        Self::connect_as(addr, sni, ca, None).await
+    }
+
+    /// The same, presenting the client certificate `client` (chain, key).
+    async fn connect_as(
+        addr: &str,
+        sni: &str,
+        ca: &Path,
+        client: Option<(&Path, &Path)>,
+    ) -> Result<TlsConn, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match client {
+            None => config.with_no_client_auth(),
+            Some((chain, key)) => config
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(chain)
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect(),
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+        };
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(TlsConn {
+            stream,
+            next_corr: 1,
+        })
+    }
+
+    async fn call<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        let corr = self.next_corr;
+        self.next_corr += 1;
+        self.stream
+            .write_all(&RawConn::frame(corr, version, req))
+            .await
+            .unwrap();
+        let len = self.stream.read_i32().await.expect("a response") as usize;
+        let mut buf = vec![0u8; len];
+        self.stream.read_exact(&mut buf).await.unwrap();
+        let mut body = Bytes::from(buf);
+        assert_eq!(body.get_i32(), corr, "correlation id");
+        if <R::Response as HeaderVersion>::header_version(version) >= 1 {
+            assert_eq!(body.get_u8(), 0, "no tagged fields in the response header");
+        }
+        R::Response::decode(&mut body, version).expect("decodable response")
+    }
+}
+
+/// Metadata of `topic` (and every broker) through `conn`.
+async fn metadata(conn: &mut TlsConn, topic: &str) -> MetadataResponse {
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+            Some(kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
+            )),
+        ),
+    ]));
+    conn.call(METADATA_VERSION, &req).await
+}
+
+async fn produce_one(conn: &mut TlsConn, topic: &str, tag: &str) -> (i16, i64) {
+    let req = produce_request(None, topic, 0, batch(-1, -1, -1, 1, tag, false));
+    let resp: ProduceResponse = conn.call(PRODUCE_VERSION, &req).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_names_the_broker_a_tls_client_reaches_through_the_one_port() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-raw");
+    let p = sni_proxy(&ca).await;
+    let port: i32 = p.bootstrap.rsplit_once(':').unwrap().1.parse().unwrap();
+    let topic = unique("sni-raw");
+    create_topic(&topic, 1).await;
+
+    // Bootstrap by name: Metadata names every broker by its SNI name, on
+    // the bootstrap port, and nothing else.
+    let mut boot = TlsConn::connect(&p.bootstrap, BOOTSTRAP_NAME, &ca.cert())
+        .await
+        .expect("the bootstrap name is served");
+    let md = metadata(&mut boot, &topic).await;
+    assert_eq!(md.brokers.len(), 3, "{md:?}");
+    for b in &md.brokers {
+        assert_eq!(b.host.to_string(), broker_name(b.node_id.0), "{md:?}");
+        assert_eq!(b.port, port, "every broker on the one port: {md:?}");
+    }
+    let leader = md.topics[0].partitions[0].leader_id.0;
+    assert!(leader >= 0, "{md:?}");
+
+    // FindCoordinator and DescribeCluster name SNI addresses too.
+    let group = unique("sni-group");
+    let mut coordinator = None;
+    for _ in 0..30 {
+        let req = FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![StrBytes::from_string(group.clone())]);
+        let resp = boot.call(FIND_COORDINATOR_VERSION, &req).await;
+        let c = resp.coordinators[0].clone();
+        if c.error_code != COORDINATOR_NOT_AVAILABLE {
+            coordinator = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let c = coordinator.expect("a group coordinator");
+    assert_eq!(c.error_code, 0, "{c:?}");
+    assert_eq!(
+        (c.host.to_string(), c.port),
+        (broker_name(c.node_id.0), port)
+    );
+    let dc = boot
+        .call(DESCRIBE_CLUSTER_VERSION, &DescribeClusterRequest::default())
+        .await;
+    assert_eq!(dc.error_code, 0);
+    assert_eq!(dc.brokers.len(), 3, "{dc:?}");
+    for b in &dc.brokers {
+        assert_eq!(
+            (b.host.to_string(), b.port),
+            (broker_name(b.broker_id.0), port)
+        );
+    }
+
+    // The leader's name reaches the leader: a Produce is accepted there.
+    let mut to_leader = TlsConn::connect(&p.bootstrap, &broker_name(leader), &ca.cert())
+        .await
+        .expect("the leader's name is served");
+    let (err, offset) = produce_one(&mut to_leader, &topic, "via-leader").await;
+    assert_eq!((err, offset), (0, 0), "the leader appends the first record");
+    // Metadata on a broker connection names SNI addresses too.
+    let md = metadata(&mut to_leader, &topic).await;
+    assert!(
+        md.brokers
+            .iter()
+            .all(|b| b.port == port && b.host.to_string() == broker_name(b.node_id.0))
+    );
+
+    // Another broker's name reaches that broker, not the leader: it
+    // refuses the Produce as a follower would.
+    let follower = md
+        .brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .find(|&id| id != leader)
+        .unwrap();
+    let mut to_follower = TlsConn::connect(&p.bootstrap, &broker_name(follower), &ca.cert())
+        .await
+        .expect("a follower's name is served");
+    let (err, _) = produce_one(&mut to_follower, &topic, "via-follower").await;
+    assert_eq!(
+        err, NOT_LEADER_OR_FOLLOWER,
+        "broker {follower} is not the leader"
+    );
+
+    // The per-broker ports keep accepting beside the one port, and
+    // advertise the SNI addresses as well.
+    let mut per_port = TlsConn::connect(&p.broker_addr(leader), "127.0.0.1", &ca.cert()).await;
+    assert!(
+        per_port.is_err(),
+        "the wildcard certificate does not cover 127.0.0.1"
+    );
+    per_port = TlsConn::connect(&p.broker_addr(leader), &broker_name(leader), &ca.cert()).await;
+    let (err, offset) = produce_one(per_port.as_mut().unwrap(), &topic, "per-port").await;
+    assert_eq!((err, offset), (0, 1));
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_matches_nothing_or_an_unknown_node_is_refused_and_counted() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-wrong");
+    let p = sni_proxy(&ca).await;
+
+    for wrong in [
+        "evil.kafka.test",
+        "broker-x.kafka.test",
+        "broker-1.other.test",
+    ] {
+        let r = TlsConn::connect(&p.bootstrap, wrong, &ca.cert()).await;
+        let e = r.err().unwrap_or_else(|| panic!("{wrong} is refused"));
+        assert!(
+            e.contains("received fatal alert"),
+            "{wrong}: a TLS alert, got {e}"
+        );
+    }
+    assert!(
+        p.wait_log("matches neither the bootstrap name", Duration::from_secs(5))
+            .await,
+        "{}",
+        p.log()
+    );
+    // A node id the cluster does not have: refused after one refresh.
+    let r = TlsConn::connect(&p.bootstrap, &broker_name(99), &ca.cert()).await;
+    let e = r.err().expect("node 99 is refused");
+    assert!(e.contains("received fatal alert"), "a TLS alert, got {e}");
+    assert!(
+        p.wait_log(
+            "names broker 99, which the cluster does not have",
+            Duration::from_secs(10)
+        )
+        .await,
+        "{}",
+        p.log()
+    );
+    let refused = p
+        .wait_metric(
+            "kdp_frame_errors_total",
+            "kind=\"sni\"",
+            Duration::from_secs(5),
+            |v| v >= 4.0,
+        )
+        .await;
+    assert_eq!(refused, 4.0, "every refusal is counted once");
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "side=\"client\",kind=\"sni\"")
+            .await,
+        4.0
+    );
+    // The port still serves the names it knows.
+    let ok = TlsConn::connect(&p.bootstrap, BOOTSTRAP_NAME, &ca.cert()).await;
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+/// Runs the Java client harness with the SNI names resolved to 127.0.0.1.
+async fn harness_with_hosts(args: &[&str], hosts: &Path) -> (bool, serde_json::Value, String) {
+    let opts = format!(
+        "{} -Djdk.net.hosts.file={}",
+        std::env::var("KDP_JAVA_OPTS").unwrap_or_default(),
+        hosts.display()
+    );
+    let out = tokio::process::Command::new(repo().join("scripts/kafka"))
+        .args(["run", "ClientHarness"])
+        .args(args)
+        .env("KDP_JAVA_OPTS", opts)
+        .output()
+        .await
+        .expect("scripts/kafka run ClientHarness");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        json,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_client_produces_and_consumes_exactly_once_through_one_sni_port() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-java");
+    let p = sni_proxy(&ca).await;
+    let port = p.bootstrap.rsplit_once(':').unwrap().1;
+    let topic = unique("sni-java");
+    create_topic(&topic, 3).await;
+
+    // Only the SNI names resolve, and only to the proxy's address.
+    let hosts = ca.dir.join("hosts");
+    let names: Vec<String> = (0..10).map(broker_name).collect();
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 {BOOTSTRAP_NAME} {}\n", names.join(" ")),
+    )
+    .unwrap();
+    let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
+    let trust = format!("ssl.truststore.location={}", ca.cert().display());
+    let tls = [
+        "--extra",
+        "security.protocol=SSL",
+        "--extra",
+        "ssl.truststore.type=PEM",
+        "--extra",
+        &trust,
+    ];
+
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--count",
+        "500",
+        "--idempotence",
+        "true",
+        "--linger-ms",
+        "5",
+    ];
+    args.extend_from_slice(&tls);
+    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
+    assert!(ok, "producer through one SNI port: {out} {err}");
+    assert_eq!(out["acked"], 500, "{out}");
+
+    let mut args = vec![
+        "consume",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--expect",
+        "500",
+        "--timeout-ms",
+        "30000",
+        "--no-records",
+    ];
+    args.extend_from_slice(&tls);
+    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
+    assert!(ok, "consumer through one SNI port: {out} {err}");
+    assert_eq!(out["count"], 500, "{out}");
+    assert_eq!(out["duplicates"], 0, "{out}");
+
+    // Every client connection came through the one port: the per-broker
+    // listeners served none.
+    assert_eq!(
+        p.metric("kdp_connections_total", "listener=\"broker\"")
+            .await,
+        0.0,
+        "connections by listener: {}",
+        p.metrics().await
+    );
+    assert!(
+        p.metric("kdp_connections_total", "listener=\"bootstrap\"")
+            .await
+            >= 2.0
+    );
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_client_over_sasl_ssl_and_upstream_tls_through_one_sni_port() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-sasl");
+    let (cert, key) = ca.issue("sni-sasl-proxy", "DNS:*.kafka.test");
+    let p = start_sasl_proxy(
+        Some((&cert, &key)),
+        &["--sni-routing", PATTERN, "--sni-bootstrap", BOOTSTRAP_NAME],
+    )
+    .await;
+    let port = p.bootstrap.rsplit_once(':').unwrap().1;
+    let topic = unique("sni-sasl");
+    create_topic(&topic, 3).await;
+    let hosts = ca.dir.join("hosts");
+    let names: Vec<String> = (0..10).map(broker_name).collect();
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 {BOOTSTRAP_NAME} {}\n", names.join(" ")),
+    )
+    .unwrap();
+    let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
+    let scram = java_scram("SCRAM-SHA-512", "alice", "alice-secret", &ca.cert());
+    let extra: Vec<&str> = scram.iter().flat_map(|p| ["--extra", p.as_str()]).collect();
+
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--count",
+        "200",
+        "--idempotence",
+        "true",
+    ];
+    args.extend_from_slice(&extra);
+    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
+    assert!(ok, "SCRAM producer through one SNI port: {out} {err}");
+    assert_eq!(out["acked"], 200, "{out}");
+
+    let mut args = vec![
+        "consume",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--expect",
+        "200",
+        "--timeout-ms",
+        "30000",
+        "--no-records",
+    ];
+    args.extend_from_slice(&extra);
+    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
+    assert!(ok, "SCRAM consumer through one SNI port: {out} {err}");
+    assert_eq!(out["count"], 200, "{out}");
+    assert_eq!(out["duplicates"], 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_on_the_one_port_after_routing() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-mtls");
+    let (cert, key) = ca.issue("sni-mtls-proxy", "DNS:*.kafka.test");
+    let (client_cert, client_key) = ca.issue("sni-client", "DNS:client.test");
+    let ca_path = ca.cert();
+    let p = ChildProxy::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-client-ca",
+        ca_path.to_str().unwrap(),
+        "--sni-routing",
+        PATTERN,
+        "--sni-bootstrap",
+        BOOTSTRAP_NAME,
+    ])
+    .await;
+    let topic = unique("sni-mtls");
+    create_topic(&topic, 1).await;
+
+    // With a certificate the client CA signed: routed and served.
+    let mut conn = TlsConn::connect_as(
+        &p.bootstrap,
+        BOOTSTRAP_NAME,
+        &ca_path,
+        Some((&client_cert, &client_key)),
+    )
+    .await
+    .expect("a client with a certificate is served");
+    let md = metadata(&mut conn, &topic).await;
+    let leader = md.topics[0].partitions[0].leader_id.0;
+    let mut to_leader = TlsConn::connect_as(
+        &p.bootstrap,
+        &broker_name(leader),
+        &ca_path,
+        Some((&client_cert, &client_key)),
+    )
+    .await
+    .expect("the leader's name is served");
+    assert_eq!(produce_one(&mut to_leader, &topic, "mtls").await, (0, 0));
+
+    // Without one: the handshake fails after routing, as a TLS failure,
+    // not an SNI refusal. (With TLS 1.3 the client may finish its side
+    // first and learn of the refusal on its first read.)
+    let refused = match TlsConn::connect(&p.bootstrap, &broker_name(leader), &ca_path).await {
+        Err(_) => true,
+        Ok(mut c) => {
+            let mut b = [0u8; 1];
+            !matches!(c.stream.read(&mut b).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "a client without a certificate is not served");
+    let failed = p
+        .wait_metric(
+            "kdp_frame_errors_total",
+            "kind=\"tls_handshake\"",
+            Duration::from_secs(5),
+            |v| v >= 1.0,
+        )
+        .await;
+    assert_eq!(failed, 1.0);
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
+        0.0
+    );
+}
