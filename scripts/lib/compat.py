@@ -1,0 +1,206 @@
+"""Runs the compatibility scenarios through the proxy and writes the matrix.
+
+    python3 scripts/lib/compat.py --proxy B --upstream U --kafka-version V \
+        --clients-dir D --status-dir S --out docs/compatibility [--append] CLIENT...
+
+Each client program (tests/compat/<client>/) takes `produce BOOTSTRAP TOPIC COUNT` and
+`consume BOOTSTRAP TOPIC COUNT TIMEOUT_S` and prints one JSON object. A cell is green only
+when the consumer read exactly the COUNT distinct values the producer sent, each once.
+scripts/compat installs the clients; an install failure (S/<client>.install-error) is
+reported in the cell instead of a result. --append keeps the rows already in the JSON file
+that this run did not redo (other clients, scenarios, Kafka versions), so the matrix can
+show 4.4 and 3.9 side by side.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+RECORDS = 1000
+CONSUME_TIMEOUT_S = 60
+STEP_TIMEOUT_S = 180
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCENARIO = f"idempotent producer acks=all, {RECORDS} records, 3 partitions; consumer group from the beginning"
+
+
+def client_commands(clients_dir):
+    """argv prefix per client; the scenario's arguments follow."""
+    compat = os.path.join(REPO, "tests", "compat")
+    py = os.path.join(clients_dir, "venv", "bin", "python")
+    return {
+        "confluent-kafka-python": [py, os.path.join(compat, "python", "confluent_client.py")],
+        "kafka-python": [py, os.path.join(compat, "python", "kafka_python_client.py")],
+        "franz-go": [os.path.join(clients_dir, "bin", "franz-go")],
+        "sarama": [os.path.join(clients_dir, "bin", "sarama")],
+        "kafkajs": ["node", os.path.join(compat, "kafkajs", "client.js")],
+    }
+
+
+def run_json(argv, env=None):
+    """Runs a client step; returns (parsed stdout or None, stderr tail, seconds)."""
+    start = time.monotonic()
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired as e:
+        return None, f"timed out after {STEP_TIMEOUT_S} s: {(e.stderr or '')[-400:]}", time.monotonic() - start
+    took = time.monotonic() - start
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    try:
+        out = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        out = None
+    tail = p.stderr.strip()[-600:]
+    if out is None:
+        tail = f"exit {p.returncode}, no JSON on stdout: {tail or p.stdout.strip()[-400:]}"
+    return out, tail, took
+
+
+def java_steps(proxy, topic, kafka_version):
+    harness = [os.path.join(REPO, "scripts", "kafka"), "run", "ClientHarness"]
+    produce = harness + ["produce", "--bootstrap", proxy, "--topic", topic, "--count", str(RECORDS),
+                         "--acks", "all", "--idempotence", "true", "--client-id", "compat-java"]
+    consume = harness + ["consume", "--bootstrap", proxy, "--topic", topic, "--group", f"compat-java-{topic}",
+                         "--from-beginning", "--timeout-ms", str(CONSUME_TIMEOUT_S * 1000),
+                         "--client-id", "compat-java"]
+    return produce, consume, f"kafka-clients {kafka_version}"
+
+
+def kcat_version():
+    p = subprocess.run(["kcat", "-V"], capture_output=True, text=True)
+    m = re.search(r"Version (\S+) .*librdkafka (\S+)", p.stdout)
+    return f"{m.group(1)} (librdkafka {m.group(2)})" if m else "unknown"
+
+
+def run_kcat(proxy, topic):
+    """kcat has no delivery count on its output: acked is the exit status of a producer
+    that waits for every delivery report (-P exits non-zero on a failed delivery)."""
+    data = "".join(f"v-{i}\n" for i in range(RECORDS))
+    start = time.monotonic()
+    p = subprocess.run(["kcat", "-P", "-b", proxy, "-t", topic, "-X", "enable.idempotence=true",
+                        "-X", "acks=all", "-X", "client.id=compat-kcat"],
+                       input=data, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+    produced = {"acked": RECORDS if p.returncode == 0 else 0, "idempotence": True,
+                "errors": [p.stderr.strip()[-600:]] if p.returncode else []}
+    produce_s = time.monotonic() - start
+    start = time.monotonic()
+    c = subprocess.run(["kcat", "-C", "-b", proxy, "-t", topic, "-o", "beginning", "-e", "-q",
+                        "-X", "client.id=compat-kcat"],
+                       capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+    consumed = {"values": c.stdout.splitlines(), "errors": [c.stderr.strip()[-600:]] if c.returncode else []}
+    return produced, consumed, produce_s, time.monotonic() - start, c.stderr.strip()[-600:]
+
+
+def create_topic(upstream, topic):
+    subprocess.run([os.path.join(REPO, "scripts", "kafka"), "run", "ClientHarness", "create-topic",
+                    "--bootstrap", upstream, "--topic", topic, "--partitions", "3"],
+                   check=True, capture_output=True, text=True)
+
+
+def judge(produced, consumed):
+    expected = {f"v-{i}" for i in range(RECORDS)}
+    values = consumed.get("values") if consumed else None
+    if values is None:  # the Java harness reports records, not bare values
+        values = [r["v"] for r in (consumed or {}).get("records", [])]
+    acked = (produced or {}).get("acked")
+    got = set(values)
+    counts = {"acked": acked, "consumed": len(values), "distinct": len(got),
+              "missing": len(expected - got), "duplicates": len(values) - len(got),
+              "unexpected": len(got - expected)}
+    ok = acked == RECORDS and len(values) == RECORDS and got == expected
+    return ok, counts
+
+
+def run_client(name, args, commands, stamp):
+    topic = f"compat-{name}-{stamp}"
+    row = {"client": name, "kafka_version": args.kafka_version, "scenario": SCENARIO, "topic": topic}
+    err_file = os.path.join(args.status_dir, f"{name}.install-error")
+    if os.path.exists(err_file):
+        with open(err_file) as f:
+            row.update(result="not installable", detail=f.read().strip(), version="-")
+        return row
+    create_topic(args.upstream, topic)
+    if name == "kcat":
+        produced, consumed, produce_s, consume_s, tail = run_kcat(args.proxy, topic)
+        version = kcat_version()
+    else:
+        if name == "java":
+            produce_cmd, consume_cmd, version = java_steps(args.proxy, topic, args.kafka_version)
+        else:
+            base = commands[name]
+            produce_cmd = base + ["produce", args.proxy, topic, str(RECORDS)]
+            consume_cmd = base + ["consume", args.proxy, topic, str(RECORDS), str(CONSUME_TIMEOUT_S)]
+            version = None
+        produced, tail, produce_s = run_json(produce_cmd)
+        consumed, ctail, consume_s = run_json(consume_cmd)
+        tail = "\n".join(t for t in (tail, ctail) if t)
+        version = version or (produced or consumed or {}).get("version", "unknown")
+    ok, counts = judge(produced, consumed)
+    errors = ((produced or {}).get("errors") or []) + ((consumed or {}).get("errors") or [])
+    row.update(version=version, result="pass" if ok else "FAIL", counts=counts,
+               idempotence=(produced or {}).get("idempotence"), produce_seconds=round(produce_s, 1),
+               consume_seconds=round(consume_s, 1), errors=errors[:10])
+    if not ok:
+        row["stderr_tail"] = tail
+    return row
+
+
+def cell(row):
+    if row["result"] == "not installable":
+        return f"not installable: {row['detail']}"
+    c = row["counts"]
+    text = (f"{row['result']}: {c['acked']} acked, {c['consumed']} consumed, {c['distinct']} distinct, "
+            f"{c['missing']} missing, {c['duplicates']} duplicated")
+    if row["result"] != "pass" and row.get("errors"):
+        text += f"; first error: {row['errors'][0]}"
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write(rows, out, meta):
+    with open(out + ".json", "w") as f:
+        json.dump({"generated_by": "scripts/compat", **meta, "rows": rows}, f, indent=2)
+        f.write("\n")
+    lines = ["# Client compatibility", "",
+             "Generated by `scripts/compat` (do not edit by hand): each client, installed from its own",
+             "registry, runs one scenario through the proxy in front of a 3-node Apache Kafka (KRaft).",
+             "A cell passes only when the consumer read exactly the values the producer sent, each once.",
+             f"Scenario: {SCENARIO}.", "",
+             "| client | version | Kafka | result | produce s | consume s | run at (UTC) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['client']} | {r['version']} | {r['kafka_version']} | {cell(r)} | "
+                     f"{r.get('produce_seconds', '-')} | {r.get('consume_seconds', '-')} | {r['run_at']} |")
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for opt in ("--proxy", "--upstream", "--kafka-version", "--clients-dir", "--status-dir", "--out"):
+        ap.add_argument(opt, required=True)
+    ap.add_argument("--append", action="store_true")
+    ap.add_argument("clients", nargs="+")
+    args = ap.parse_args()
+    commands = client_commands(args.clients_dir)
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    rows = []
+    for name in args.clients:
+        row = run_client(name, args, commands, stamp)
+        row["run_at"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        rows.append(row)
+        print(f"{name}: {cell(row)}", flush=True)
+    kept = []
+    if args.append and os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            fresh = {(r["client"], r["kafka_version"], r["scenario"]) for r in rows}
+            kept = [r for r in json.load(f)["rows"]
+                    if (r["client"], r["kafka_version"], r["scenario"]) not in fresh]
+    write(kept + rows, args.out, {"records_per_scenario": RECORDS})
+    return 0 if all(r["result"] == "pass" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

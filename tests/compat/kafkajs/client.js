@@ -1,0 +1,50 @@
+// KafkaJS side of the compatibility scenarios (same interface as tests/compat/franz-go).
+'use strict';
+const { Kafka, logLevel } = require('kafkajs');
+const { version } = require('kafkajs/package.json');
+
+async function produce(kafka, topic, count) {
+  // KafkaJS's idempotent producer needs maxInFlightRequests 1 and acks -1 (all).
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  let acked = 0;
+  const errors = [];
+  const batch = 100;
+  for (let i = 0; i < count; i += batch) {
+    const messages = [];
+    for (let j = i; j < Math.min(i + batch, count); j++) messages.push({ value: `v-${j}` });
+    try {
+      await producer.send({ topic, acks: -1, messages });
+      acked += messages.length;
+    } catch (e) {
+      if (errors.length < 10) errors.push(String(e));
+    }
+  }
+  await producer.disconnect();
+  return { acked, errors, idempotence: true };
+}
+
+async function consume(kafka, topic, count, timeoutS) {
+  const consumer = kafka.consumer({ groupId: `compat-kafkajs-${topic}` });
+  const values = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({ autoCommit: false, eachMessage: async ({ message }) => { values.push(message.value.toString()); } });
+  const deadline = Date.now() + timeoutS * 1000;
+  while (values.length < count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setTimeout(r, 2000)); // a duplicate right after the last record is seen
+  await consumer.disconnect();
+  return { values, errors: [] };
+}
+
+async function main() {
+  const [cmd, bootstrap, topic, countArg, timeoutArg] = process.argv.slice(2);
+  const kafka = new Kafka({ clientId: 'compat-kafkajs', brokers: bootstrap.split(','), logLevel: logLevel.ERROR });
+  const count = Number(countArg);
+  const out = cmd === 'produce' ? await produce(kafka, topic, count) : await consume(kafka, topic, count, Number(timeoutArg));
+  out.version = version;
+  process.stdout.write(JSON.stringify(out) + '\n');
+  process.exit(0);
+}
+
+main().catch((e) => { process.stdout.write(JSON.stringify({ errors: [String(e)] }) + '\n'); process.exit(1); });

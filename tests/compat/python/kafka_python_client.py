@@ -1,0 +1,56 @@
+"""kafka-python side of the compatibility scenarios (same interface as confluent_client.py)."""
+import json
+import sys
+import time
+
+import kafka
+from kafka import KafkaConsumer, KafkaProducer
+
+
+def produce(bootstrap, topic, count):
+    # enable_idempotence exists since kafka-python 2.1.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                             enable_idempotence=True, client_id="compat-kafka-python")
+    futures = [producer.send(topic, value=f"v-{i}".encode()) for i in range(count)]
+    producer.flush(60)
+    acked, errors = 0, []
+    for f in futures:
+        try:
+            f.get(timeout=60)
+            acked += 1
+        except Exception as e:  # the record's own failure, reported as such
+            errors.append(repr(e))
+    producer.close(10)
+    return {"acked": acked, "errors": errors[:10], "idempotence": True}
+
+
+def consume(bootstrap, topic, count, timeout_s):
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap,
+                             group_id=f"compat-kafka-python-{topic}",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             client_id="compat-kafka-python")
+    values = []
+    deadline = time.monotonic() + timeout_s
+    while len(values) < count and time.monotonic() < deadline:
+        for recs in consumer.poll(timeout_ms=500).values():
+            values.extend(r.value.decode() for r in recs)
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        for recs in consumer.poll(timeout_ms=200).values():
+            values.extend(r.value.decode() for r in recs)
+    consumer.close()
+    return {"values": values, "errors": []}
+
+
+def main():
+    cmd, bootstrap, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if cmd == "produce":
+        out = produce(bootstrap, topic, count)
+    else:
+        out = consume(bootstrap, topic, count, float(sys.argv[5]))
+    out["version"] = kafka.__version__
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
