@@ -1,11 +1,14 @@
 """Runs the compatibility scenarios through the proxy and writes the matrix.
 
-    python3 scripts/lib/compat.py --proxy B --upstream U --kafka-version V \
+    python3 scripts/lib/compat.py --proxy B --proxy-log L --upstream U --kafka-version V \
         --clients-dir D --status-dir S --out docs/compatibility [--append] CLIENT...
 
 Each client program (tests/compat/<client>/) takes `produce BOOTSTRAP TOPIC COUNT` and
-`consume BOOTSTRAP TOPIC COUNT TIMEOUT_S` and prints one JSON object. A cell is green only
-when the consumer read exactly the COUNT distinct values the producer sent, each once.
+`consume BOOTSTRAP TOPIC COUNT TIMEOUT_S` and `cluster BOOTSTRAP`, and prints one JSON object.
+The produce/consume cell is green only when the consumer read exactly the COUNT distinct
+values the producer sent, each once; the cluster cell only when the client was told of
+exactly the brokers the proxy serves (its log's "broker listener open" lines), at those
+addresses and no other.
 scripts/compat installs the clients; an install failure (S/<client>.install-error) is
 reported in the cell instead of a result. --append keeps the rows already in the JSON file
 that this run did not redo (other clients, scenarios, Kafka versions), so the matrix can
@@ -25,6 +28,10 @@ CONSUME_TIMEOUT_S = 60
 STEP_TIMEOUT_S = 180
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIO = f"idempotent producer acks=all, {RECORDS} records, 3 partitions; consumer group from the beginning"
+CLUSTER_SCENARIO = "admin: describe cluster lists every broker at its proxy address only"
+
+
+ORDER = ["confluent-kafka-python", "kafka-python", "franz-go", "sarama", "kafkajs", "java", "kcat"]
 
 
 def client_commands(clients_dir):
@@ -100,6 +107,40 @@ def create_topic(upstream, topic):
                    check=True, capture_output=True, text=True)
 
 
+def proxy_brokers(log_path):
+    """The addresses the proxy opened for upstream brokers, read from its log."""
+    with open(log_path) as f:
+        return sorted(set(re.findall(r"broker listener open node_id=\d+ addr=(\S+)", f.read())))
+
+
+def run_cluster(name, args, commands):
+    row = {"client": name, "kafka_version": args.kafka_version, "scenario": CLUSTER_SCENARIO}
+    if name == "java":
+        argv = [os.path.join(REPO, "scripts", "kafka"), "run", "ClientHarness", "cluster",
+                "--bootstrap", args.proxy, "--nodes-only"]
+    elif name == "kcat":
+        argv = ["kcat", "-L", "-J", "-b", args.proxy]
+    else:
+        argv = commands[name] + ["cluster", args.proxy]
+    out, tail, took = run_json(argv)
+    out = out or {}
+    if name == "java":
+        brokers = out.get("nodes", [])
+    elif name == "kcat":
+        brokers = [b["name"] for b in out.get("brokers", [])]
+    else:
+        brokers = out.get("brokers", [])
+    expected = proxy_brokers(args.proxy_log)
+    ok = bool(expected) and sorted(brokers) == expected
+    row.update(result="pass" if ok else "FAIL", brokers=brokers, expected=expected,
+               counts={"brokers": len(brokers), "at_proxy_address": len(set(brokers) & set(expected)),
+                       "elsewhere": sorted(set(brokers) - set(expected))},
+               seconds=round(took, 1), errors=(out.get("errors") or [])[:10])
+    if not ok:
+        row["stderr_tail"] = tail
+    return row
+
+
 def judge(produced, consumed):
     expected = {f"v-{i}" for i in range(RECORDS)}
     values = consumed.get("values") if consumed else None
@@ -142,7 +183,8 @@ def run_client(name, args, commands, stamp):
     errors = ((produced or {}).get("errors") or []) + ((consumed or {}).get("errors") or [])
     row.update(version=version, result="pass" if ok else "FAIL", counts=counts,
                idempotence=(produced or {}).get("idempotence"), produce_seconds=round(produce_s, 1),
-               consume_seconds=round(consume_s, 1), errors=errors[:10])
+               consume_seconds=round(consume_s, 1), seconds=round(produce_s + consume_s, 1),
+               errors=errors[:10])
     if not ok:
         row["stderr_tail"] = tail
     return row
@@ -152,10 +194,16 @@ def cell(row):
     if row["result"] == "not installable":
         return f"not installable: {row['detail']}"
     c = row["counts"]
-    text = (f"{row['result']}: {c['acked']} acked, {c['consumed']} consumed, {c['distinct']} distinct, "
-            f"{c['missing']} missing, {c['duplicates']} duplicated")
+    if row["scenario"] == CLUSTER_SCENARIO:
+        text = (f"{row['result']}: {c['brokers']} brokers listed, {c['at_proxy_address']} of "
+                f"{len(row['expected'])} proxy addresses, other addresses: {', '.join(c['elsewhere']) or 'none'}")
+    else:
+        text = (f"{row['result']}: {c['acked']} acked, {c['consumed']} consumed, {c['distinct']} distinct, "
+                f"{c['missing']} missing, {c['duplicates']} duplicated")
     if row["result"] != "pass" and row.get("errors"):
         text += f"; first error: {row['errors'][0]}"
+    elif row["result"] != "pass" and row.get("stderr_tail"):
+        text += f"; stderr ends: {row['stderr_tail'].splitlines()[-1]}"
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -165,21 +213,24 @@ def write(rows, out, meta):
         f.write("\n")
     lines = ["# Client compatibility", "",
              "Generated by `scripts/compat` (do not edit by hand): each client, installed from its own",
-             "registry, runs one scenario through the proxy in front of a 3-node Apache Kafka (KRaft).",
-             "A cell passes only when the consumer read exactly the values the producer sent, each once.",
-             f"Scenario: {SCENARIO}.", "",
-             "| client | version | Kafka | result | produce s | consume s | run at (UTC) |",
+             "registry, runs each scenario through the proxy in front of a 3-node Apache Kafka (KRaft).",
+             "Every result is an assertion on what the client saw:", "",
+             f"- **produce/consume**: {SCENARIO}; passes only when the consumer read exactly the",
+             "  values the producer sent, each once.",
+             f"- **cluster**: {CLUSTER_SCENARIO} (the proxy's broker listeners, from its log).", "",
+             "| client | version | Kafka | scenario | result | seconds | run at (UTC) |",
              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['client']} | {r['version']} | {r['kafka_version']} | {cell(r)} | "
-                     f"{r.get('produce_seconds', '-')} | {r.get('consume_seconds', '-')} | {r['run_at']} |")
+    short = {SCENARIO: "produce/consume", CLUSTER_SCENARIO: "cluster"}
+    for r in sorted(rows, key=lambda r: (r["kafka_version"], ORDER.index(r["client"]), r["scenario"] != SCENARIO)):
+        lines.append(f"| {r['client']} | {r['version']} | {r['kafka_version']} | {short[r['scenario']]} | "
+                     f"{cell(r)} | {r.get('seconds', '-')} | {r['run_at']} |")
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    for opt in ("--proxy", "--upstream", "--kafka-version", "--clients-dir", "--status-dir", "--out"):
+    for opt in ("--proxy", "--proxy-log", "--upstream", "--kafka-version", "--clients-dir", "--status-dir", "--out"):
         ap.add_argument(opt, required=True)
     ap.add_argument("--append", action="store_true")
     ap.add_argument("clients", nargs="+")
@@ -189,9 +240,17 @@ def main():
     rows = []
     for name in args.clients:
         row = run_client(name, args, commands, stamp)
-        row["run_at"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-        rows.append(row)
-        print(f"{name}: {cell(row)}", flush=True)
+        scenario_rows = [row]
+        if row["result"] != "not installable":
+            cluster = run_cluster(name, args, commands)
+            cluster["version"] = row["version"]
+            scenario_rows.append(cluster)
+        else:
+            scenario_rows.append({**row, "scenario": CLUSTER_SCENARIO})
+        for r in scenario_rows:
+            r["run_at"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+            print(f"{name} ({r['scenario'][:20]}...): {cell(r)}", flush=True)
+        rows.extend(scenario_rows)
     kept = []
     if args.append and os.path.exists(args.out + ".json"):
         with open(args.out + ".json") as f:

@@ -2,6 +2,7 @@
 //
 //	franz-go produce BOOTSTRAP TOPIC COUNT
 //	franz-go consume BOOTSTRAP TOPIC COUNT TIMEOUT_S
+//	franz-go cluster BOOTSTRAP
 //
 // Prints one JSON object on stdout (see tests/compat/python/confluent_client.py);
 // scripts/lib/compat.py judges the outcome.
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func version() string {
@@ -33,10 +35,37 @@ func version() string {
 }
 
 func main() {
-	cmd, seeds, topic := os.Args[1], strings.Split(os.Args[2], ","), os.Args[3]
-	count, _ := strconv.Atoi(os.Args[4])
+	cmd, seeds := os.Args[1], strings.Split(os.Args[2], ",")
 	out := map[string]any{"version": version()}
 	var errs []string
+	if cmd == "cluster" {
+		// franz-go has no DescribeCluster helper in kgo: the brokers of a Metadata
+		// response, which is what the client itself connects to.
+		brokers := []string{}
+		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ClientID("compat-franz-go"))
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			var resp *kmsg.MetadataResponse
+			resp, err = kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl)
+			cancel()
+			if err == nil {
+				for _, b := range resp.Brokers {
+					brokers = append(brokers, fmt.Sprintf("%s:%d", b.Host, b.Port))
+				}
+			}
+			cl.Close()
+		}
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		out["brokers"] = brokers
+		out["errors"] = errs
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+		return
+	}
+	topic := os.Args[3]
+	count, _ := strconv.Atoi(os.Args[4])
 	if cmd == "produce" {
 		// Idempotence is franz-go's default; acks=all is required for it.
 		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()),

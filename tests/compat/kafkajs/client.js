@@ -37,11 +37,19 @@ async function consume(kafka, topic, count, timeoutS) {
   return { values, errors: [] };
 }
 
+async function cluster(kafka) {
+  const admin = kafka.admin();
+  await admin.connect();
+  const desc = await admin.describeCluster();
+  await admin.disconnect();
+  return { brokers: desc.brokers.map((b) => `${b.host}:${b.port}`), errors: [] };
+}
+
 async function main() {
   const [cmd, bootstrap, topic, countArg, timeoutArg] = process.argv.slice(2);
   const kafka = new Kafka({ clientId: 'compat-kafkajs', brokers: bootstrap.split(','), logLevel: logLevel.ERROR });
   const count = Number(countArg);
-  const out = cmd === 'produce' ? await produce(kafka, topic, count) : await consume(kafka, topic, count, Number(timeoutArg));
+  const out = cmd === 'cluster' ? await cluster(kafka) : cmd === 'produce' ? await produce(kafka, topic, count) : await consume(kafka, topic, count, Number(timeoutArg));
   out.version = version;
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(0);

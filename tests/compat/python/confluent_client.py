@@ -2,9 +2,10 @@
 
     python confluent_client.py produce BOOTSTRAP TOPIC COUNT
     python confluent_client.py consume BOOTSTRAP TOPIC COUNT TIMEOUT_S
+    python confluent_client.py cluster BOOTSTRAP
 
 Prints one JSON object on stdout: produce -> {"acked", "errors", "idempotence"},
-consume -> {"values"}; scripts/lib/compat.py judges the outcome.
+consume -> {"values"}, cluster -> {"brokers": ["host:port"]}; scripts/lib/compat.py judges the outcome.
 """
 import json
 import sys
@@ -12,10 +13,11 @@ import time
 
 import confluent_kafka
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 
 def version():
-    return f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+    return f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
 
 
 def produce(bootstrap, topic, count):
@@ -76,12 +78,22 @@ def consume(bootstrap, topic, count, timeout_s):
     return {"values": values, "errors": errors[:10]}
 
 
+def cluster(bootstrap):
+    """DescribeCluster through the Admin API: the brokers the client is told about."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "compat-confluent"})
+    # The admin handle must outlive the future: a collected handle fails it with _DESTROY.
+    desc = admin.describe_cluster(request_timeout=30).result()
+    return {"brokers": [f"{n.host}:{n.port}" for n in desc.nodes], "errors": []}
+
+
 def main():
-    cmd, bootstrap, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    if cmd == "produce":
-        out = produce(bootstrap, topic, count)
+    cmd, bootstrap = sys.argv[1], sys.argv[2]
+    if cmd == "cluster":
+        out = cluster(bootstrap)
+    elif cmd == "produce":
+        out = produce(bootstrap, sys.argv[3], int(sys.argv[4]))
     else:
-        out = consume(bootstrap, topic, count, float(sys.argv[5]))
+        out = consume(bootstrap, sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     out["version"] = version()
     print(json.dumps(out))
 

@@ -4,7 +4,7 @@ import sys
 import time
 
 import kafka
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 
 def produce(bootstrap, topic, count):
@@ -42,12 +42,22 @@ def consume(bootstrap, topic, count, timeout_s):
     return {"values": values, "errors": []}
 
 
+def cluster(bootstrap):
+    """DescribeCluster through the Admin API: the brokers the client is told about."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="compat-kafka-python")
+    desc = admin.describe_cluster()
+    admin.close()
+    return {"brokers": [f"{b['host']}:{b['port']}" for b in desc["brokers"]], "errors": []}
+
+
 def main():
-    cmd, bootstrap, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    if cmd == "produce":
-        out = produce(bootstrap, topic, count)
+    cmd, bootstrap = sys.argv[1], sys.argv[2]
+    if cmd == "cluster":
+        out = cluster(bootstrap)
+    elif cmd == "produce":
+        out = produce(bootstrap, sys.argv[3], int(sys.argv[4]))
     else:
-        out = consume(bootstrap, topic, count, float(sys.argv[5]))
+        out = consume(bootstrap, sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     out["version"] = kafka.__version__
     print(json.dumps(out))
 

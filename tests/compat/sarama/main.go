@@ -45,14 +45,35 @@ func (h *handler) ConsumeClaim(_ sarama.ConsumerGroupSession, c sarama.ConsumerG
 func (h *handler) len() int { h.mu.Lock(); defer h.mu.Unlock(); return len(h.values) }
 
 func main() {
-	cmd, seeds, topic := os.Args[1], strings.Split(os.Args[2], ","), os.Args[3]
-	count, _ := strconv.Atoi(os.Args[4])
+	cmd, seeds := os.Args[1], strings.Split(os.Args[2], ",")
 	out := map[string]any{"version": version()}
 	errs := []string{}
 	cfg := sarama.NewConfig()
 	// Kafka 4 removed the old request versions Sarama's default (2.1) would pick.
 	cfg.Version = sarama.V3_6_0_0
 	cfg.ClientID = "compat-sarama"
+	if cmd == "cluster" {
+		brokers := []string{}
+		admin, err := sarama.NewClusterAdmin(seeds, cfg)
+		if err == nil {
+			var bs []*sarama.Broker
+			bs, _, err = admin.DescribeCluster()
+			for _, b := range bs {
+				brokers = append(brokers, b.Addr())
+			}
+			admin.Close()
+		}
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		out["brokers"] = brokers
+		out["errors"] = errs
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+		return
+	}
+	topic := os.Args[3]
+	count, _ := strconv.Atoi(os.Args[4])
 	if cmd == "produce" {
 		cfg.Producer.Idempotent = true
 		cfg.Producer.RequiredAcks = sarama.WaitForAll
