@@ -204,7 +204,7 @@ def cell(row):
         text += f"; first error: {row['errors'][0]}"
     elif row["result"] != "pass" and row.get("stderr_tail"):
         text += f"; stderr ends: {row['stderr_tail'].splitlines()[-1]}"
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text.replace("|", "\\|").replace("\n", " ").replace("\t", " ")
 
 
 def write(rows, out, meta):
