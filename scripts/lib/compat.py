@@ -3,8 +3,9 @@
     python3 scripts/lib/compat.py --proxy B --proxy-log L --upstream U --kafka-version V \
         --clients-dir D --status-dir S --out docs/compatibility [--append] CLIENT...
 
-Each client program (tests/compat/<client>/) takes `produce BOOTSTRAP TOPIC COUNT` and
-`consume BOOTSTRAP TOPIC COUNT TIMEOUT_S` and `cluster BOOTSTRAP`, and prints one JSON object.
+Each client program (tests/compat/<client>/) takes `produce BOOTSTRAP TOPIC COUNT [START]`
+(values v-START...), `consume BOOTSTRAP TOPIC COUNT TIMEOUT_S` (a consumer group that commits
+what it read) and `cluster BOOTSTRAP`, and prints one JSON object.
 The produce/consume cell is green only when the consumer read exactly the COUNT distinct
 values the producer sent, each once; the cluster cell only when the client was told of
 exactly the brokers the proxy serves (its log's "broker listener open" lines), at those
@@ -29,6 +30,9 @@ STEP_TIMEOUT_S = 180
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIO = f"idempotent producer acks=all, {RECORDS} records, 3 partitions; consumer group from the beginning"
 CLUSTER_SCENARIO = "admin: describe cluster lists every broker at its proxy address only"
+RESUME_RECORDS = 100
+RESUME_SCENARIO = (f"consumer group resumes from its committed offsets: {RESUME_RECORDS} more records, "
+                   "the same group reads exactly those")
 
 
 ORDER = ["confluent-kafka-python", "kafka-python", "franz-go", "sarama", "kafkajs", "java", "kcat"]
@@ -66,10 +70,12 @@ def run_json(argv, env=None):
     return out, tail, took
 
 
-def java_steps(proxy, topic, kafka_version):
+def java_steps(proxy, topic, kafka_version, start, count):
     harness = [os.path.join(REPO, "scripts", "kafka"), "run", "ClientHarness"]
-    produce = harness + ["produce", "--bootstrap", proxy, "--topic", topic, "--count", str(RECORDS),
-                         "--acks", "all", "--idempotence", "true", "--client-id", "compat-java"]
+    produce = harness + ["produce", "--bootstrap", proxy, "--topic", topic, "--count", str(count),
+                         "--start", str(start), "--acks", "all", "--idempotence", "true",
+                         "--client-id", "compat-java"]
+    # With --group the harness commits synchronously at the end.
     consume = harness + ["consume", "--bootstrap", proxy, "--topic", topic, "--group", f"compat-java-{topic}",
                          "--from-beginning", "--timeout-ms", str(CONSUME_TIMEOUT_S * 1000),
                          "--client-id", "compat-java"]
@@ -82,20 +88,21 @@ def kcat_version():
     return f"{m.group(1)} (librdkafka {m.group(2)})" if m else "unknown"
 
 
-def run_kcat(proxy, topic):
+def run_kcat(proxy, topic, start, count):
     """kcat has no delivery count on its output: acked is the exit status of a producer
     that waits for every delivery report (-P exits non-zero on a failed delivery)."""
-    data = "".join(f"v-{i}\n" for i in range(RECORDS))
+    data = "".join(f"v-{i}\n" for i in range(start, start + count))
     start = time.monotonic()
     p = subprocess.run(["kcat", "-P", "-b", proxy, "-t", topic, "-X", "enable.idempotence=true",
                         "-X", "acks=all", "-X", "client.id=compat-kcat"],
                        input=data, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
-    produced = {"acked": RECORDS if p.returncode == 0 else 0, "idempotence": True,
+    produced = {"acked": count if p.returncode == 0 else 0, "idempotence": True,
                 "errors": [p.stderr.strip()[-600:]] if p.returncode else []}
     produce_s = time.monotonic() - start
     start = time.monotonic()
-    c = subprocess.run(["kcat", "-C", "-b", proxy, "-t", topic, "-o", "beginning", "-e", "-q",
-                        "-X", "client.id=compat-kcat"],
+    # A balanced consumer (-G) commits what it read (librdkafka's auto commit, flushed on close).
+    c = subprocess.run(["kcat", "-b", proxy, "-G", f"compat-kcat-{topic}", "-e", "-q",
+                        "-X", "auto.offset.reset=earliest", "-X", "client.id=compat-kcat", topic],
                        capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
     consumed = {"values": c.stdout.splitlines(), "errors": [c.stderr.strip()[-600:]] if c.returncode else []}
     return produced, consumed, produce_s, time.monotonic() - start, c.stderr.strip()[-600:]
@@ -141,8 +148,8 @@ def run_cluster(name, args, commands):
     return row
 
 
-def judge(produced, consumed):
-    expected = {f"v-{i}" for i in range(RECORDS)}
+def judge(produced, consumed, start, count):
+    expected = {f"v-{i}" for i in range(start, start + count)}
     values = consumed.get("values") if consumed else None
     if values is None:  # the Java harness reports records, not bare values
         values = [r["v"] for r in (consumed or {}).get("records", [])]
@@ -151,35 +158,35 @@ def judge(produced, consumed):
     counts = {"acked": acked, "consumed": len(values), "distinct": len(got),
               "missing": len(expected - got), "duplicates": len(values) - len(got),
               "unexpected": len(got - expected)}
-    ok = acked == RECORDS and len(values) == RECORDS and got == expected
+    ok = acked == count and len(values) == count and got == expected
     return ok, counts
 
 
-def run_client(name, args, commands, stamp):
-    topic = f"compat-{name}-{stamp}"
-    row = {"client": name, "kafka_version": args.kafka_version, "scenario": SCENARIO, "topic": topic}
+def run_client(name, args, commands, topic, scenario, start, count):
+    row = {"client": name, "kafka_version": args.kafka_version, "scenario": scenario, "topic": topic}
     err_file = os.path.join(args.status_dir, f"{name}.install-error")
     if os.path.exists(err_file):
         with open(err_file) as f:
             row.update(result="not installable", detail=f.read().strip(), version="-")
         return row
-    create_topic(args.upstream, topic)
+    if start == 0:
+        create_topic(args.upstream, topic)
     if name == "kcat":
-        produced, consumed, produce_s, consume_s, tail = run_kcat(args.proxy, topic)
+        produced, consumed, produce_s, consume_s, tail = run_kcat(args.proxy, topic, start, count)
         version = kcat_version()
     else:
         if name == "java":
-            produce_cmd, consume_cmd, version = java_steps(args.proxy, topic, args.kafka_version)
+            produce_cmd, consume_cmd, version = java_steps(args.proxy, topic, args.kafka_version, start, count)
         else:
             base = commands[name]
-            produce_cmd = base + ["produce", args.proxy, topic, str(RECORDS)]
-            consume_cmd = base + ["consume", args.proxy, topic, str(RECORDS), str(CONSUME_TIMEOUT_S)]
+            produce_cmd = base + ["produce", args.proxy, topic, str(count), str(start)]
+            consume_cmd = base + ["consume", args.proxy, topic, str(count), str(CONSUME_TIMEOUT_S)]
             version = None
         produced, tail, produce_s = run_json(produce_cmd)
         consumed, ctail, consume_s = run_json(consume_cmd)
         tail = "\n".join(t for t in (tail, ctail) if t)
         version = version or (produced or consumed or {}).get("version", "unknown")
-    ok, counts = judge(produced, consumed)
+    ok, counts = judge(produced, consumed, start, count)
     errors = ((produced or {}).get("errors") or []) + ((consumed or {}).get("errors") or [])
     row.update(version=version, result="pass" if ok else "FAIL", counts=counts,
                idempotence=(produced or {}).get("idempotence"), produce_seconds=round(produce_s, 1),
@@ -199,7 +206,7 @@ def cell(row):
                 f"{len(row['expected'])} proxy addresses, other addresses: {', '.join(c['elsewhere']) or 'none'}")
     else:
         text = (f"{row['result']}: {c['acked']} acked, {c['consumed']} consumed, {c['distinct']} distinct, "
-                f"{c['missing']} missing, {c['duplicates']} duplicated")
+                f"{c['missing']} missing, {c['duplicates']} duplicated, {c['unexpected']} unexpected")
     if row["result"] != "pass" and row.get("errors"):
         text += f"; first error: {row['errors'][0]}"
     elif row["result"] != "pass" and row.get("stderr_tail"):
@@ -217,11 +224,14 @@ def write(rows, out, meta):
              "Every result is an assertion on what the client saw:", "",
              f"- **produce/consume**: {SCENARIO}; passes only when the consumer read exactly the",
              "  values the producer sent, each once.",
-             f"- **cluster**: {CLUSTER_SCENARIO} (the proxy's broker listeners, from its log).", "",
+             f"- **cluster**: {CLUSTER_SCENARIO} (the proxy's broker listeners, from its log).",
+             f"- **group resume**: {RESUME_SCENARIO} (the consumers of the first scenario commit what they",
+             "  read; nothing of it may come again).", "",
              "| client | version | Kafka | scenario | result | seconds | run at (UTC) |",
              "|---|---|---|---|---|---|---|"]
-    short = {SCENARIO: "produce/consume", CLUSTER_SCENARIO: "cluster"}
-    for r in sorted(rows, key=lambda r: (r["kafka_version"], ORDER.index(r["client"]), r["scenario"] != SCENARIO)):
+    short = {SCENARIO: "produce/consume", CLUSTER_SCENARIO: "cluster", RESUME_SCENARIO: "group resume"}
+    order = list(short)
+    for r in sorted(rows, key=lambda r: (r["kafka_version"], ORDER.index(r["client"]), order.index(r["scenario"]))):
         lines.append(f"| {r['client']} | {r['version']} | {r['kafka_version']} | {short[r['scenario']]} | "
                      f"{cell(r)} | {r.get('seconds', '-')} | {r['run_at']} |")
     with open(out + ".md", "w") as f:
@@ -239,14 +249,17 @@ def main():
     stamp = time.strftime("%Y%m%d%H%M%S")
     rows = []
     for name in args.clients:
-        row = run_client(name, args, commands, stamp)
+        topic = f"compat-{name}-{stamp}"
+        row = run_client(name, args, commands, topic, SCENARIO, 0, RECORDS)
         scenario_rows = [row]
         if row["result"] != "not installable":
             cluster = run_cluster(name, args, commands)
             cluster["version"] = row["version"]
-            scenario_rows.append(cluster)
+            # The group of the first scenario committed what it read; it must read only what follows.
+            resume = run_client(name, args, commands, topic, RESUME_SCENARIO, RECORDS, RESUME_RECORDS)
+            scenario_rows += [cluster, resume]
         else:
-            scenario_rows.append({**row, "scenario": CLUSTER_SCENARIO})
+            scenario_rows += [{**row, "scenario": sc} for sc in (CLUSTER_SCENARIO, RESUME_SCENARIO)]
         for r in scenario_rows:
             r["run_at"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
             print(f"{name} ({r['scenario'][:20]}...): {cell(r)}", flush=True)

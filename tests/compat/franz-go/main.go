@@ -1,6 +1,6 @@
 // franz-go side of the compatibility scenarios.
 //
-//	franz-go produce BOOTSTRAP TOPIC COUNT
+//	franz-go produce BOOTSTRAP TOPIC COUNT [START]
 //	franz-go consume BOOTSTRAP TOPIC COUNT TIMEOUT_S
 //	franz-go cluster BOOTSTRAP
 //
@@ -66,6 +66,10 @@ func main() {
 	}
 	topic := os.Args[3]
 	count, _ := strconv.Atoi(os.Args[4])
+	start := 0
+	if cmd == "produce" && len(os.Args) > 5 {
+		start, _ = strconv.Atoi(os.Args[5])
+	}
 	if cmd == "produce" {
 		// Idempotence is franz-go's default; acks=all is required for it.
 		cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -76,7 +80,7 @@ func main() {
 			var mu sync.Mutex
 			acked := 0
 			var wg sync.WaitGroup
-			for i := 0; i < count; i++ {
+			for i := start; i < start+count; i++ {
 				wg.Add(1)
 				cl.Produce(context.Background(), &kgo.Record{Topic: topic, Value: []byte(fmt.Sprintf("v-%d", i))},
 					func(_ *kgo.Record, err error) {
@@ -129,6 +133,12 @@ func main() {
 					linger = time.Now().Add(2 * time.Second)
 				}
 			}
+			// The group's position, for the resume scenario.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+				errs = append(errs, "commit: "+err.Error())
+			}
+			cancel()
 			cl.Close()
 		}
 		out["values"] = values

@@ -1,11 +1,11 @@
 """confluent-kafka-python (librdkafka) side of the compatibility scenarios.
 
-    python confluent_client.py produce BOOTSTRAP TOPIC COUNT
+    python confluent_client.py produce BOOTSTRAP TOPIC COUNT [START]
     python confluent_client.py consume BOOTSTRAP TOPIC COUNT TIMEOUT_S
     python confluent_client.py cluster BOOTSTRAP
 
 Prints one JSON object on stdout: produce -> {"acked", "errors", "idempotence"},
-consume -> {"values"}, cluster -> {"brokers": ["host:port"]}; scripts/lib/compat.py judges the outcome.
+consume (commits what it read, synchronously) -> {"values"}, cluster -> {"brokers": ["host:port"]}; scripts/lib/compat.py judges the outcome.
 """
 import json
 import sys
@@ -20,7 +20,7 @@ def version():
     return f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
 
 
-def produce(bootstrap, topic, count):
+def produce(bootstrap, topic, count, start=0):
     producer = Producer({
         "bootstrap.servers": bootstrap,
         "acks": "all",
@@ -35,7 +35,7 @@ def produce(bootstrap, topic, count):
         else:
             errors.append(str(err))
 
-    for i in range(count):
+    for i in range(start, start + count):
         while True:
             try:
                 producer.produce(topic, value=f"v-{i}".encode(), on_delivery=on_delivery)
@@ -74,6 +74,8 @@ def consume(bootstrap, topic, count, timeout_s):
         msg = consumer.poll(0.2)
         if msg is not None and not msg.error():
             values.append(msg.value().decode())
+    if values:
+        consumer.commit(asynchronous=False)  # the group's position, for the resume scenario
     consumer.close()
     return {"values": values, "errors": errors[:10]}
 
@@ -91,7 +93,7 @@ def main():
     if cmd == "cluster":
         out = cluster(bootstrap)
     elif cmd == "produce":
-        out = produce(bootstrap, sys.argv[3], int(sys.argv[4]))
+        out = produce(bootstrap, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
     else:
         out = consume(bootstrap, sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     out["version"] = version()

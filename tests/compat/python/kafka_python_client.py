@@ -7,11 +7,11 @@ import kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 
-def produce(bootstrap, topic, count):
+def produce(bootstrap, topic, count, start=0):
     # enable_idempotence exists since kafka-python 2.1.
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
                              enable_idempotence=True, client_id="compat-kafka-python")
-    futures = [producer.send(topic, value=f"v-{i}".encode()) for i in range(count)]
+    futures = [producer.send(topic, value=f"v-{i}".encode()) for i in range(start, start + count)]
     producer.flush(60)
     acked, errors = 0, []
     for f in futures:
@@ -38,6 +38,8 @@ def consume(bootstrap, topic, count, timeout_s):
     while time.monotonic() < end:
         for recs in consumer.poll(timeout_ms=200).values():
             values.extend(r.value.decode() for r in recs)
+    if values:
+        consumer.commit()  # synchronous: the group's position, for the resume scenario
     consumer.close()
     return {"values": values, "errors": []}
 
@@ -55,7 +57,7 @@ def main():
     if cmd == "cluster":
         out = cluster(bootstrap)
     elif cmd == "produce":
-        out = produce(bootstrap, sys.argv[3], int(sys.argv[4]))
+        out = produce(bootstrap, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
     else:
         out = consume(bootstrap, sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     out["version"] = kafka.__version__

@@ -32,9 +32,12 @@ type handler struct {
 }
 
 func (h *handler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
-func (h *handler) ConsumeClaim(_ sarama.ConsumerGroupSession, c sarama.ConsumerGroupClaim) error {
+// Cleanup commits what was marked (auto-commit is off): the group's position, for the
+// resume scenario.
+func (h *handler) Cleanup(s sarama.ConsumerGroupSession) error { s.Commit(); return nil }
+func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerGroupClaim) error {
 	for m := range c.Messages() {
+		s.MarkMessage(m, "")
 		h.mu.Lock()
 		h.values = append(h.values, string(m.Value))
 		h.mu.Unlock()
@@ -74,6 +77,10 @@ func main() {
 	}
 	topic := os.Args[3]
 	count, _ := strconv.Atoi(os.Args[4])
+	start := 0
+	if cmd == "produce" && len(os.Args) > 5 {
+		start, _ = strconv.Atoi(os.Args[5])
+	}
 	if cmd == "produce" {
 		cfg.Producer.Idempotent = true
 		cfg.Producer.RequiredAcks = sarama.WaitForAll
@@ -99,7 +106,7 @@ func main() {
 				}
 				close(done)
 			}()
-			for i := 0; i < count; i++ {
+			for i := start; i < start+count; i++ {
 				p.Input() <- &sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(fmt.Sprintf("v-%d", i))}
 			}
 			select {
