@@ -47,7 +47,9 @@ def client_commands(clients_dir):
         "kafka-python": [py, os.path.join(compat, "python", "kafka_python_client.py")],
         "franz-go": [os.path.join(clients_dir, "bin", "franz-go")],
         "sarama": [os.path.join(clients_dir, "bin", "sarama")],
-        "kafkajs": ["node", os.path.join(compat, "kafkajs", "client.js")],
+        # NODE_PATH: the modules stay in the cache, nothing is installed into the tree.
+        "kafkajs": ["env", f"NODE_PATH={os.path.join(clients_dir, 'kafkajs', 'node_modules')}", "node",
+                    os.path.join(compat, "kafkajs", "client.js")],
     }
 
 
