@@ -217,6 +217,8 @@ def cell(row):
 
 
 def write(rows, out, meta):
+    order = [SCENARIO, CLUSTER_SCENARIO, RESUME_SCENARIO]
+    rows = sorted(rows, key=lambda r: (r["kafka_version"], ORDER.index(r["client"]), order.index(r["scenario"])))
     with open(out + ".json", "w") as f:
         json.dump({"generated_by": "scripts/compat", **meta, "rows": rows}, f, indent=2)
         f.write("\n")
@@ -232,8 +234,7 @@ def write(rows, out, meta):
              "| client | version | Kafka | scenario | result | seconds | run at (UTC) |",
              "|---|---|---|---|---|---|---|"]
     short = {SCENARIO: "produce/consume", CLUSTER_SCENARIO: "cluster", RESUME_SCENARIO: "group resume"}
-    order = list(short)
-    for r in sorted(rows, key=lambda r: (r["kafka_version"], ORDER.index(r["client"]), order.index(r["scenario"]))):
+    for r in rows:
         lines.append(f"| {r['client']} | {r['version']} | {r['kafka_version']} | {short[r['scenario']]} | "
                      f"{cell(r)} | {r.get('seconds', '-')} | {r['run_at']} |")
     with open(out + ".md", "w") as f:
