@@ -30,6 +30,15 @@ impl From<DedupMode> for crate::dedup::Mode {
     }
 }
 
+/// What key dedup does when the shared store cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnStoreError {
+    /// Forward the records (availability first: a duplicate may pass).
+    Forward,
+    /// Answer the producer with a retriable error (REQUEST_TIMED_OUT).
+    Fail,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -123,6 +132,30 @@ pub struct Config {
     /// Most keys remembered; the oldest are dropped beyond it.
     #[arg(long, env = "KDP_KEY_DEDUP_MAX_KEYS", default_value_t = 10_000_000)]
     pub key_dedup_max_keys: usize,
+
+    /// Shared dedup store for several proxy replicas:
+    /// `redis://[user:pass@]host:port[/db]`, `rediss://` (TLS),
+    /// `redis+cluster://h1:p1,h2:p2,...` or `rediss+cluster://` (Redis
+    /// Cluster seed nodes). Password: KDP_DEDUP_STORE_PASSWORD or
+    /// --dedup-store-password-file. Default: none (this process only).
+    #[arg(long, env = "KDP_DEDUP_STORE")]
+    pub dedup_store: Option<String>,
+
+    /// File holding the dedup store's password (one line; a Kubernetes
+    /// Secret mounted as a file). Overrides a password in the URL.
+    #[arg(long, env = "KDP_DEDUP_STORE_PASSWORD_FILE", requires = "dedup_store")]
+    pub dedup_store_password_file: Option<PathBuf>,
+
+    /// Longest a dedup store call may take, in milliseconds; past it the
+    /// request goes on without the store (batches are forwarded).
+    #[arg(long, env = "KDP_DEDUP_STORE_TIMEOUT_MS", default_value_t = 50)]
+    pub dedup_store_timeout_ms: u64,
+
+    /// Key dedup when the store cannot be asked: `forward` the records
+    /// (a duplicate may pass) or `fail` the batch with a retriable error
+    /// (REQUEST_TIMED_OUT) so the producer retries.
+    #[arg(long, env = "KDP_KEY_DEDUP_ON_STORE_ERROR", value_enum, default_value_t = OnStoreError::Forward)]
+    pub key_dedup_on_store_error: OnStoreError,
 
     /// Time given to in-flight requests to finish on SIGTERM/SIGINT.
     #[arg(long, env = "KDP_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
@@ -291,6 +324,15 @@ impl Config {
                     .into(),
             );
         }
+        if let Some(url) = &self.dedup_store {
+            crate::store::parse_store_url(url).map_err(|e| format!("--dedup-store {e}"))?;
+        }
+        if self.dedup_store_timeout_ms == 0 || self.dedup_store_timeout_ms > 60_000 {
+            return Err(format!(
+                "--dedup-store-timeout-ms must be between 1 and 60000, got {}",
+                self.dedup_store_timeout_ms
+            ));
+        }
         if self.broker_port_base() == 0 {
             return Err("--broker-port-base must not be 0".into());
         }
@@ -322,6 +364,27 @@ impl Config {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect()
+    }
+
+    /// The dedup store's password: KDP_DEDUP_STORE_PASSWORD, else the
+    /// first line of --dedup-store-password-file; `None` when neither is
+    /// set (a password in the URL still applies).
+    pub fn dedup_store_password(&self) -> Result<Option<String>, String> {
+        if let Ok(p) = std::env::var("KDP_DEDUP_STORE_PASSWORD")
+            && !p.is_empty()
+        {
+            return Ok(Some(p));
+        }
+        let Some(path) = &self.dedup_store_password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--dedup-store-password-file {}: {e}", path.display()))?;
+        Ok(Some(text.lines().next().unwrap_or("").to_string()))
+    }
+
+    pub fn dedup_store_timeout(&self) -> Duration {
+        Duration::from_millis(self.dedup_store_timeout_ms)
     }
 
     pub fn broker_port_base(&self) -> u16 {
@@ -427,6 +490,49 @@ mod tests {
         tls.extend_from_slice(&sni[2..]);
         let c = parse(&tls).unwrap();
         assert_eq!(c.sni_routing.as_deref(), Some("b-$(nodeId).k.test"));
+    }
+
+    #[test]
+    fn the_dedup_store_is_off_by_default_and_its_url_is_checked() {
+        let c = parse(&["--upstream", "a:1"]).unwrap();
+        assert_eq!(c.dedup_store, None);
+        assert_eq!(c.dedup_store_timeout(), Duration::from_millis(50));
+        assert_eq!(c.key_dedup_on_store_error, OnStoreError::Forward);
+        let c = parse(&[
+            "--upstream",
+            "a:1",
+            "--dedup-store",
+            "redis+cluster://r1:7000,r2:7000",
+            "--key-dedup-on-store-error",
+            "fail",
+        ])
+        .unwrap();
+        assert_eq!(c.key_dedup_on_store_error, OnStoreError::Fail);
+        let e = parse(&["--upstream", "a:1", "--dedup-store", "redis://r1"]).unwrap_err();
+        assert!(e.starts_with("--dedup-store "), "{e}");
+        let e = parse(&["--upstream", "a:1", "--dedup-store-timeout-ms", "0"]).unwrap_err();
+        assert!(e.contains("--dedup-store-timeout-ms"), "{e}");
+    }
+
+    #[test]
+    fn the_store_password_comes_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("kdp-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let c = parse(&[
+            "--upstream",
+            "a:1",
+            "--dedup-store",
+            "redis://r:1",
+            "--dedup-store-password-file",
+            f.to_str().unwrap(),
+        ])
+        .unwrap();
+        if std::env::var("KDP_DEDUP_STORE_PASSWORD").is_err() {
+            assert_eq!(c.dedup_store_password().unwrap().as_deref(), Some("s3cret"));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

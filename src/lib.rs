@@ -5,6 +5,8 @@
 //! * [`dedup`]: the shared dedup cache and the per-request dedup decisions.
 //! * [`proxy`]: listeners, connections, response ordering, endpoint rewriting.
 //! * [`metrics`]: metric names and descriptions.
+//! * [`store`]: the dedup store shared by replicas, over Redis (single
+//!   node or Redis Cluster), behind `dedup::store`'s interface.
 //! * [`codec`]: the nom codec for frames, headers and the messages the proxy
 //!   reads or rewrites (Produce, ApiVersions, Metadata, FindCoordinator,
 //!   DescribeCluster, the RecordBatch header).
@@ -15,3 +17,4 @@ pub mod config;
 pub mod dedup;
 pub mod metrics;
 pub mod proxy;
+pub mod store;

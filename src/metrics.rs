@@ -25,6 +25,11 @@ pub const KEY_DEDUP_RECORDS_TOTAL: &str = "kdp_key_dedup_records_total";
 pub const KEY_DEDUP_BATCHES_TOTAL: &str = "kdp_key_dedup_batches_total";
 pub const KEY_DEDUP_KEYS: &str = "kdp_key_dedup_keys";
 pub const KEY_DEDUP_EVICTIONS_TOTAL: &str = "kdp_key_dedup_evictions_total";
+pub const STORE_REQUEST_DURATION_SECONDS: &str = "kdp_store_request_duration_seconds";
+pub const STORE_ERRORS_TOTAL: &str = "kdp_store_errors_total";
+pub const STORE_FALLBACKS_TOTAL: &str = "kdp_store_fallbacks_total";
+pub const STORE_UP: &str = "kdp_store_up";
+pub const STORE_BATCHES_SEEDED_TOTAL: &str = "kdp_store_batches_seeded_total";
 
 /// `outcome` label values of [`PRODUCE_BATCHES_TOTAL`].
 pub mod outcome {
@@ -69,6 +74,31 @@ pub fn describe() {
         KEY_DEDUP_EVICTIONS_TOTAL,
         Unit::Count,
         "Acknowledged idempotency keys dropped, by reason: expired (older than the window), capacity (the oldest beyond --key-dedup-max-keys)."
+    );
+    describe_histogram!(
+        STORE_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Dedup store calls (one round trip each, the pipelines of one call sent together), by op: load_windows, save_batches, ping."
+    );
+    describe_counter!(
+        STORE_ERRORS_TOTAL,
+        Unit::Count,
+        "Dedup store calls that failed, by op and kind: timeout, unavailable, failed, overflow (a write dropped because the queue was full)."
+    );
+    describe_counter!(
+        STORE_FALLBACKS_TOTAL,
+        Unit::Count,
+        "Requests decided without the dedup store because it could not be asked, by what (batch, key) and policy (forward, fail)."
+    );
+    describe_gauge!(
+        STORE_UP,
+        Unit::Count,
+        "1 when the last dedup store call succeeded, 0 when it failed or no connection is up."
+    );
+    describe_counter!(
+        STORE_BATCHES_SEEDED_TOTAL,
+        Unit::Count,
+        "Committed batches another replica wrote, taken from the dedup store into this replica's cache."
     );
     describe_gauge!(
         CONNECTIONS_ACTIVE,
@@ -143,6 +173,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Upper bounds of the store latency histogram, in seconds: a Redis round
+/// trip is well under a millisecond nearby; the default timeout is 50 ms.
+const STORE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// Installs the process-wide Prometheus recorder once and returns its
 /// handle (later calls return the same handle).
 pub fn install_recorder() -> metrics_exporter_prometheus::PrometheusHandle {
@@ -156,6 +192,13 @@ pub fn install_recorder() -> metrics_exporter_prometheus::PrometheusHandle {
                         UPSTREAM_REQUEST_DURATION_SECONDS.to_string(),
                     ),
                     LATENCY_BUCKETS,
+                )
+                .expect("static bucket list is non-empty")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        STORE_REQUEST_DURATION_SECONDS.to_string(),
+                    ),
+                    STORE_BUCKETS,
                 )
                 .expect("static bucket list is non-empty")
                 .build_recorder();
@@ -279,6 +322,33 @@ pub fn record_outcomes(o: &crate::dedup::Outcomes) {
             metrics::counter!(name, "outcome" => label).increment(u64::from(n));
         }
     }
+    if o.store_batches_seeded > 0 {
+        metrics::counter!(STORE_BATCHES_SEEDED_TOTAL).increment(u64::from(o.store_batches_seeded));
+    }
+    if o.store_batch_fallbacks > 0 {
+        count_store_fallback("batch", "forward", o.store_batch_fallbacks);
+    }
+}
+
+/// One `kdp_store_request_duration_seconds{op}` observation.
+pub fn record_store_duration(op: &'static str, seconds: f64) {
+    metrics::histogram!(STORE_REQUEST_DURATION_SECONDS, "op" => op).record(seconds);
+}
+
+/// `kdp_store_errors_total{op, kind}` + 1.
+pub fn count_store_error(op: &'static str, kind: &'static str) {
+    metrics::counter!(STORE_ERRORS_TOTAL, "op" => op, "kind" => kind).increment(1);
+}
+
+/// `kdp_store_fallbacks_total{what, policy}` + `n`.
+pub fn count_store_fallback(what: &'static str, policy: &'static str, n: u32) {
+    metrics::counter!(STORE_FALLBACKS_TOTAL, "what" => what, "policy" => policy)
+        .increment(u64::from(n));
+}
+
+/// `kdp_store_up`.
+pub fn set_store_up(up: bool) {
+    metrics::gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 /// Publishes the key cache's size and the evictions since `published`

@@ -41,6 +41,7 @@ use sync::{AtomicU64, AtomicUsize, Clock, Mutex, MutexGuard, Ordering};
 
 #[cfg(all(test, feature = "model-check"))]
 mod model;
+mod seed;
 mod shard;
 mod sync;
 #[cfg(test)]
@@ -356,6 +357,7 @@ impl DedupCache {
                 slot: idx as u32,
                 epoch: batch.epoch,
                 token,
+                batch,
             });
         }
         w.push_back(BatchEntry::InFlight {
@@ -373,6 +375,7 @@ impl DedupCache {
             slot: idx as u32,
             epoch: batch.epoch,
             token,
+            batch,
         })
     }
 
@@ -550,6 +553,8 @@ pub struct InFlightGuard {
     slot: u32,
     epoch: i16,
     token: u64,
+    /// The batch, as the shared store records it once committed.
+    batch: BatchId,
 }
 
 impl std::fmt::Debug for InFlightGuard {
@@ -562,6 +567,12 @@ impl std::fmt::Debug for InFlightGuard {
 }
 
 impl InFlightGuard {
+    /// The producer-partition and batch this guard holds (what the shared
+    /// store records once the broker acknowledged it); `None` once resolved.
+    pub fn batch(&self) -> Option<(&ProducerPartition, BatchId)> {
+        self.key.as_ref().map(|k| (k, self.batch))
+    }
+
     pub fn commit(mut self, c: Committed) {
         if self.key.take().is_some() {
             self.cache

@@ -27,6 +27,7 @@ use super::cache::{Committed, DedupCache, Scope, TopicKey};
 use super::classify::{Action, PartitionBatch, Pause, classify_partition};
 use super::keyed::{KeyRules, classify_keys};
 use super::outcome::Outcomes;
+use super::store::{DedupStore, StoredBatch};
 use crate::codec::produce::{self, ProduceRequest, ProduceResponse, TopicRef};
 
 /// Longest a retried batch waits for its in-flight original, whatever the
@@ -39,7 +40,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(120);
 pub struct ProduceDedup {
     cache: Arc<DedupCache>,
     keys: Option<Arc<KeyRules>>,
-    mode: Mode,
+    pub(super) mode: Mode,
+    /// The store shared with other replicas (dedup/store.rs), if any.
+    pub(super) store: Option<Arc<dyn DedupStore>>,
 }
 
 /// What to do with one Produce request.
@@ -67,7 +70,18 @@ impl ProduceDedup {
             cache,
             keys: None,
             mode,
+            store: None,
         }
+    }
+
+    /// Shares committed batches with other replicas through `store`.
+    pub fn with_store(mut self, store: Arc<dyn DedupStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn store(&self) -> Option<&Arc<dyn DedupStore>> {
+        self.store.as_ref()
     }
 
     /// Adds dedup by idempotency key (applied in mode `On` only).
@@ -140,20 +154,26 @@ impl ProduceDedup {
                 scope: scope.clone(),
             })
         } else {
-            settle(req, actions)
+            settle(req, actions, &self.store)
         };
         (decision, out)
     }
 }
 
 /// The decision for a request none of whose partitions waits any more.
-fn settle(req: ProduceRequest, actions: Vec<Vec<Action>>) -> Decision {
+fn settle(
+    req: ProduceRequest,
+    actions: Vec<Vec<Action>>,
+    store: &Option<Arc<dyn DedupStore>>,
+) -> Decision {
+    let store = store.clone();
     let flat = || actions.iter().flatten();
     let untouched = |a: &Action| matches!(a, Action::Forward(f) if f.replace.is_none());
     if flat().all(untouched) {
         Decision::Forward(Pending {
             layout: answer::layout(&req, actions),
             merge: false,
+            store,
         })
     } else if !flat().any(Action::is_forward) {
         let layout = answer::layout(&req, actions);
@@ -163,6 +183,7 @@ fn settle(req: ProduceRequest, actions: Vec<Vec<Action>>) -> Decision {
             Err(_) => Decision::Forward(Pending {
                 layout,
                 merge: false,
+                store,
             }),
         }
     } else {
@@ -174,6 +195,7 @@ fn settle(req: ProduceRequest, actions: Vec<Vec<Action>>) -> Decision {
             pending: Pending {
                 layout: answer::layout(&req, actions),
                 merge,
+                store,
             },
         }
     }
@@ -186,6 +208,8 @@ pub struct Pending {
     /// The client's response is the broker's merged with the proxy's
     /// partitions (a split request).
     merge: bool,
+    /// Where committed batches are shared with other replicas.
+    store: Option<Arc<dyn DedupStore>>,
 }
 
 impl Pending {
@@ -196,7 +220,11 @@ impl Pending {
     /// broker's (a split request), `None` when the broker's answer goes out
     /// as it is.
     pub fn complete(self, broker: &ProduceResponse) -> Result<Option<ProduceResponse>, MergeError> {
-        let Pending { mut layout, merge } = self;
+        let Pending {
+            mut layout,
+            merge,
+            store,
+        } = self;
         for (topic, parts) in &mut layout.topics {
             for (index, who) in parts.iter_mut() {
                 let Answerer::Broker { guard, keys } = who else {
@@ -208,11 +236,17 @@ impl Pending {
                     .filter(|p| p.error_code == 0 && p.base_offset >= 0);
                 if let Some(p) = acknowledged {
                     if let Some(g) = guard {
-                        g.commit(Committed {
+                        let committed = Committed {
                             base_offset: p.base_offset,
                             log_append_time_ms: p.log_append_time_ms,
                             log_start_offset: p.log_start_offset,
-                        });
+                        };
+                        // Shared only as committed: the same rule as the
+                        // first level (acks=all guards, NONE, an offset).
+                        if let (Some(s), Some((key, id))) = (&store, g.batch()) {
+                            s.save_batch(key.clone(), StoredBatch { id, committed });
+                        }
+                        g.commit(committed);
                     }
                     if let Some(k) = keys {
                         k.commit(*index, p.base_offset);
@@ -314,7 +348,7 @@ impl Waiting {
                 }
             }
         }
-        (settle(req, actions), out)
+        (settle(req, actions, &dedup.store), out)
     }
 }
 

@@ -10,6 +10,9 @@
 //! * [`keyed`]: dedup by idempotency key for the topics that opt in, over
 //!   the key cache in [`keys`].
 //! * [`outcome`]: what happened to each batch, as counts for the caller.
+//! * [`store`]: the interface of the state shared with other replicas
+//!   (implemented in-process by [`MemoryStore`] and over Redis in
+//!   `crate::store`), and `prefetch`: its one lookup per request.
 //!
 //! This module imports only `codec` (and `tokio::sync` for waiters): no
 //! sockets, no metrics, no configuration types.
@@ -21,6 +24,8 @@ pub mod decision;
 pub mod keyed;
 pub mod keys;
 pub mod outcome;
+mod prefetch;
+pub mod store;
 
 pub use answer::MergeError;
 pub use cache::DedupCache;
@@ -28,6 +33,7 @@ pub use decision::{Decision, MAX_WAIT, Pending, ProduceDedup, Waiting};
 pub use keyed::{KeyRules, KeySource};
 pub use keys::KeyCache;
 pub use outcome::Outcomes;
+pub use store::{DedupStore, MemoryStore, StoreError, StoreFuture, StoredBatch};
 
 /// How far dedup goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,6 +32,11 @@ pub struct Outcomes {
     pub key_batches_answered: u32,
     /// Batches of key-dedup topics that did not decode: forwarded untouched.
     pub key_batches_undecodable: u32,
+    /// Committed batches another replica shared, taken from the store.
+    pub store_batches_seeded: u32,
+    /// Store lookups of batch windows that failed: the request was
+    /// decided by this replica's cache alone (forwarded when unknown).
+    pub store_batch_fallbacks: u32,
 }
 
 impl Outcomes {
@@ -58,5 +63,7 @@ impl Outcomes {
         self.key_batches_reencoded += other.key_batches_reencoded;
         self.key_batches_answered += other.key_batches_answered;
         self.key_batches_undecodable += other.key_batches_undecodable;
+        self.store_batches_seeded += other.store_batches_seeded;
+        self.store_batch_fallbacks += other.store_batch_fallbacks;
     }
 }

@@ -100,8 +100,16 @@ async fn answer(
         },
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
         ("GET", "/readyz") => match readiness(shared) {
-            Ok(()) => ("200 OK", "text/plain", "ready\n".into()),
-            Err(why) => ("503 Service Unavailable", "text/plain", why.into()),
+            Ok(()) => (
+                "200 OK",
+                "text/plain",
+                format!("ready\n{}", store_line(shared)),
+            ),
+            Err(why) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("{why}{}", store_line(shared)),
+            ),
         },
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
         _ => (
@@ -116,6 +124,17 @@ async fn answer(
     );
     sock.write_all(resp.as_bytes()).await?;
     sock.shutdown().await
+}
+
+/// The shared dedup store's state, as a line of the `/readyz` body. A
+/// store that is down does not make the proxy unready: it still serves
+/// every request (forwarding what it cannot judge), only with less dedup.
+fn store_line(shared: &Shared) -> String {
+    match shared.dedup.store() {
+        None => String::new(),
+        Some(s) if s.is_up() => "store: up\n".into(),
+        Some(_) => "store: down (degraded: dedup across replicas off, forwarding)\n".into(),
+    }
 }
 
 /// Ready when not draining and the upstream answered the last probe;

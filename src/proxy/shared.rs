@@ -23,7 +23,25 @@ pub fn dedup_for(config: &Config) -> Result<ProduceDedup, String> {
         config.cache_max_producer_partitions,
         Duration::from_secs(config.cache_idle_ttl_seconds),
     );
-    let dedup = ProduceDedup::new(cache, config.dedup_mode.into());
+    let mut dedup = ProduceDedup::new(cache, config.dedup_mode.into());
+    if let Some(url) = &config.dedup_store {
+        // Must run inside the runtime: the store connects in the background.
+        let target =
+            crate::store::parse_store_url(url).map_err(|e| format!("--dedup-store {e}"))?;
+        let store = crate::store::RedisStore::start(crate::store::StoreSettings {
+            target,
+            password: config.dedup_store_password()?,
+            timeout: config.dedup_store_timeout(),
+            window: config.dedup_window,
+            window_ttl: Duration::from_secs(config.cache_idle_ttl_seconds),
+        });
+        tracing::info!(
+            store = store.target(),
+            timeout_ms = config.dedup_store_timeout_ms,
+            "dedup state shared through the store"
+        );
+        dedup = dedup.with_store(std::sync::Arc::new(store));
+    }
     let topics = config.key_dedup_topics();
     if topics.is_empty() {
         return Ok(dedup);

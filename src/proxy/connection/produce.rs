@@ -60,6 +60,15 @@ pub(super) async fn handle_produce(
     };
     let scope = s.sasl.scope();
     let shared = Arc::clone(&s.shared);
+    // The shared store (docs/replicas.md): at most one round trip, only for
+    // producer-partitions this replica cannot judge alone, bounded by the
+    // store's timeout; its answer is in the cache before the rules run.
+    let lookups = shared
+        .dedup
+        .store_lookups(&req, &scope, |t| shared.topics.key_for(t));
+    if !lookups.is_empty() {
+        kdp_metrics::record_outcomes(&shared.dedup.prefetch(lookups).await);
+    }
     let (decision, outcomes) = shared
         .dedup
         .decide(req, &scope, |t| shared.topics.key_for(t));

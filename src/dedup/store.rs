@@ -1,0 +1,244 @@
+//! The second level of dedup state: a store shared by proxy replicas
+//! (docs/replicas.md), behind the one interface [`DedupStore`].
+//!
+//! The in-process caches ([`DedupCache`](super::DedupCache),
+//! [`KeyCache`](super::KeyCache)) stay the first level and decide alone
+//! whenever they know enough. The store is asked only what they cannot
+//! know: the committed batches of a producer-partition this replica has not
+//! seen (a retry that reconnected to another replica). What it answers is
+//! seeded into the first level as `Committed` entries, so the rules of
+//! `classify` (same range, epoch and CRC, CRC verified) decide as ever.
+//!
+//! What goes in: only batches the broker acknowledged for an acks=all
+//! request with error NONE (`Pending::complete`), exactly as the first
+//! level commits them. Writes are queued ([`DedupStore::save_batch`] never
+//! waits): they leave the response path at once and the implementation
+//! pipelines them.
+//!
+//! Store trouble is an error, never an answer: the caller then forwards
+//! (the broker decides), so a store that is down, slow, full or failing
+//! over costs efficiency, never a record. Implementations bound every call
+//! by their own timeout; this module has no clock.
+//!
+//! Two implementations: [`MemoryStore`] (in-process, one map; the reference
+//! the rules are tested against, and what one process would use) and the
+//! Redis store in `crate::store`.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use super::cache::{BatchId, Committed, ProducerPartition, Scope};
+
+/// A committed batch as the store holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub id: BatchId,
+    pub committed: Committed,
+}
+
+/// Why a store call gave no answer. The caller falls back; the kinds only
+/// label metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// No answer within the per-call timeout.
+    Timeout,
+    /// No connection (down, reconnecting, failing over).
+    Unavailable(String),
+    /// The store answered with an error or something unreadable.
+    Failed(String),
+}
+
+impl StoreError {
+    /// A bounded label value for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Timeout => "timeout",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Failed(_) => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Timeout => f.write_str("store call timed out"),
+            StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
+            StoreError::Failed(why) => write!(f, "store error: {why}"),
+        }
+    }
+}
+
+/// A store call in progress; `'static` so the caller may hold it across
+/// awaits without borrowing the store.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// What replicas share. Every method is bounded by the implementation's
+/// per-call timeout (or never waits at all).
+pub trait DedupStore: Send + Sync + std::fmt::Debug {
+    /// The committed batches of each producer-partition in `keys`, in the
+    /// same order, in one round trip for all of them. A producer-partition
+    /// the store does not hold gives an empty list.
+    fn load_windows(&self, keys: Vec<ProducerPartition>) -> StoreFuture<Vec<Vec<StoredBatch>>>;
+
+    /// Records a batch the broker acknowledged (acks=all, NONE). Queued:
+    /// never waits, never fails the caller; a write that cannot be made is
+    /// counted by the implementation and costs only efficiency.
+    fn save_batch(&self, key: ProducerPartition, batch: StoredBatch);
+
+    /// Whether the last calls reached the store (for `/readyz` and logs).
+    fn is_up(&self) -> bool;
+}
+
+/// Whether a producer-partition of this scope may be shared across
+/// replicas. A connection-scoped one (an authentication whose principal
+/// the proxy cannot read) is numbered per process: another replica's
+/// connection 7 is someone else.
+pub fn shareable(scope: &Scope) -> bool {
+    !matches!(scope, Scope::Connection(_))
+}
+
+/// The in-process store: one map of bounded windows. Holds what the Redis
+/// store holds, without the network; replicas in one process (unit tests)
+/// share it through an `Arc`.
+#[derive(Debug)]
+pub struct MemoryStore {
+    window: usize,
+    windows: Mutex<HashMap<ProducerPartition, VecDeque<StoredBatch>>>,
+}
+
+impl MemoryStore {
+    pub fn new(window: usize) -> MemoryStore {
+        MemoryStore {
+            window: window.max(1),
+            windows: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProducerPartition, VecDeque<StoredBatch>>> {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl DedupStore for MemoryStore {
+    fn load_windows(&self, keys: Vec<ProducerPartition>) -> StoreFuture<Vec<Vec<StoredBatch>>> {
+        let map = self.lock();
+        let found = keys
+            .iter()
+            .map(|k| {
+                map.get(k)
+                    .map(|w| w.iter().copied().collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn save_batch(&self, key: ProducerPartition, batch: StoredBatch) {
+        if !shareable(&key.scope) {
+            return;
+        }
+        let mut map = self.lock();
+        let w = map.entry(key).or_default();
+        w.push_back(batch);
+        while w.len() > self.window {
+            w.pop_front();
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        true
+    }
+}
+
+/// The batches of `stored` the first level may take: those of the newest
+/// epoch among them (a higher epoch clears a window, as on the broker),
+/// oldest first, one per sequence range.
+pub fn newest_epoch(stored: &[StoredBatch]) -> Vec<StoredBatch> {
+    let Some(epoch) = stored.iter().map(|b| b.id.epoch).max() else {
+        return Vec::new();
+    };
+    let mut out: Vec<StoredBatch> = Vec::with_capacity(stored.len());
+    for b in stored.iter().filter(|b| b.id.epoch == epoch) {
+        let same_range = |o: &StoredBatch| {
+            o.id.base_sequence == b.id.base_sequence && o.id.last_sequence == b.id.last_sequence
+        };
+        if !out.iter().any(same_range) {
+            out.push(*b);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::dedup::cache::TopicKey;
+
+    fn key(scope: Scope) -> ProducerPartition {
+        ProducerPartition {
+            scope,
+            producer_id: 7,
+            topic: TopicKey::Name(Arc::from("t")),
+            partition: 0,
+        }
+    }
+
+    fn stored(epoch: i16, seq: i32, offset: i64) -> StoredBatch {
+        StoredBatch {
+            id: BatchId {
+                epoch,
+                base_sequence: seq,
+                last_sequence: seq + 1,
+                crc: 9,
+            },
+            committed: Committed {
+                base_offset: offset,
+                log_append_time_ms: -1,
+                log_start_offset: 0,
+            },
+        }
+    }
+
+    fn load(s: &MemoryStore, k: ProducerPartition) -> Vec<StoredBatch> {
+        let fut = s.load_windows(vec![k]);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(fut).poll(&mut cx) {
+            std::task::Poll::Ready(Ok(mut v)) => v.remove(0),
+            other => panic!("memory store did not answer at once: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_memory_store_keeps_the_last_window_of_batches() {
+        let s = MemoryStore::new(2);
+        for seq in 0..4 {
+            s.save_batch(key(Scope::Anonymous), stored(0, seq * 2, seq as i64));
+        }
+        let w = load(&s, key(Scope::Anonymous));
+        assert_eq!(w, vec![stored(0, 4, 2), stored(0, 6, 3)]);
+    }
+
+    #[test]
+    fn connection_scoped_batches_are_never_shared() {
+        let s = MemoryStore::new(5);
+        s.save_batch(key(Scope::Connection(3)), stored(0, 0, 1));
+        assert!(load(&s, key(Scope::Connection(3))).is_empty());
+    }
+
+    #[test]
+    fn only_the_newest_epoch_of_a_window_counts() {
+        let w = [
+            stored(0, 0, 1),
+            stored(1, 0, 5),
+            stored(1, 0, 5),
+            stored(1, 2, 6),
+        ];
+        assert_eq!(newest_epoch(&w), vec![stored(1, 0, 5), stored(1, 2, 6)]);
+        assert!(newest_epoch(&[]).is_empty());
+    }
+}

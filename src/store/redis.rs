@@ -1,0 +1,401 @@
+//! The Redis store: [`DedupStore`] over a single node (redis-rs'
+//! `ConnectionManager`, which reconnects with backoff) or a Redis Cluster
+//! (its async `ClusterConnection`, which follows slot moves and failovers).
+//!
+//! * Every call is bounded by the configured timeout, whatever the client
+//!   does inside (retries, reconnects): a slow or dead store costs at most
+//!   that much per request, then the caller falls back.
+//! * The first connection is made in the background, so the proxy starts
+//!   (and serves, forwarding) while the store is down.
+//! * Writes are queued and sent by one writer task in pipelines of
+//!   whatever has queued meanwhile: the Produce response never waits for
+//!   them. A full queue drops the write (counted): a later retry of that
+//!   batch on another replica is then forwarded, the broker decides.
+//! * On a cluster, one pipeline per hash tag (a command batch may not cross
+//!   slots), all sent at once: still one round trip of wall time.
+//! * A ping every second keeps `kdp_store_up` and `/readyz` current
+//!   without traffic.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{IntoConnectionInfo, Pipeline, RedisResult, Value};
+use tokio::sync::mpsc;
+
+use super::names::{decode_batch, encode_batch, window_key, window_tag};
+use super::{StoreSettings, StoreTarget};
+use crate::dedup::cache::ProducerPartition;
+use crate::dedup::store::{DedupStore, StoreError, StoreFuture, StoredBatch, shareable};
+use crate::metrics as m;
+
+/// Writes queued before new ones are dropped: at 100k acknowledged
+/// batches a second, a second of store outage.
+const WRITE_QUEUE: usize = 100_000;
+/// Most writes sent in one pipeline.
+const WRITE_BATCH: usize = 512;
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Bound of one background connection attempt (not on any request's path).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Metric `op` labels.
+mod op {
+    pub const LOAD_WINDOWS: &str = "load_windows";
+    pub const SAVE_BATCHES: &str = "save_batches";
+    pub const PING: &str = "ping";
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
+    async fn pipe(&mut self, p: &Pipeline) -> RedisResult<Vec<Value>> {
+        match self {
+            Conn::Single(c) => p.query_async(c).await,
+            Conn::Cluster(c) => p.query_async(c).await,
+        }
+    }
+}
+
+/// One queued write.
+struct Write {
+    tag: String,
+    key: String,
+    value: String,
+}
+
+struct Inner {
+    conn: RwLock<Option<Conn>>,
+    timeout: Duration,
+    window: usize,
+    window_ttl_ms: u64,
+    up: AtomicBool,
+    target: String,
+}
+
+/// The Redis implementation of [`DedupStore`].
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+    writes: mpsc::Sender<Write>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.inner.target)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
+fn store_error(e: &redis::RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Failed(e.to_string())
+    }
+}
+
+impl Inner {
+    fn conn(&self) -> Option<Conn> {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn mark(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!(store = %self.target, "dedup store reachable");
+            } else {
+                tracing::warn!(store = %self.target, "dedup store unreachable; batch dedup falls back to forwarding");
+            }
+        }
+        m::set_store_up(up);
+    }
+
+    /// Runs each pipeline (one per hash tag on a cluster) at once, all
+    /// bounded by the timeout together; results in the pipelines' order.
+    async fn run(
+        &self,
+        what: &'static str,
+        pipes: Vec<Pipeline>,
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let started = Instant::now();
+        let result = match self.conn() {
+            None => Err(StoreError::Unavailable("not connected yet".into())),
+            Some(conn) => {
+                let calls: Vec<_> = pipes
+                    .into_iter()
+                    .map(|p| {
+                        let mut c = conn.clone();
+                        tokio::spawn(async move { c.pipe(&p).await })
+                    })
+                    .collect();
+                let all = async {
+                    let mut out = Vec::with_capacity(calls.len());
+                    for call in calls {
+                        match call.await {
+                            Ok(Ok(v)) => out.push(v),
+                            Ok(Err(e)) => return Err(store_error(&e)),
+                            Err(e) => return Err(StoreError::Failed(e.to_string())),
+                        }
+                    }
+                    Ok(out)
+                };
+                match tokio::time::timeout(self.timeout, all).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::Timeout),
+                }
+            }
+        };
+        m::record_store_duration(what, started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => self.mark(true),
+            Err(e) => {
+                m::count_store_error(what, e.kind());
+                if !matches!(e, StoreError::Timeout) {
+                    self.mark(false);
+                }
+            }
+        }
+        result
+    }
+}
+
+async fn connect(
+    target: &StoreTarget,
+    password: Option<&str>,
+    timeout: Duration,
+) -> RedisResult<Conn> {
+    match target {
+        StoreTarget::Single { url } => {
+            let mut info = url.as_str().into_connection_info()?;
+            if let Some(p) = password {
+                info.redis.password = Some(p.to_string());
+            }
+            let client = redis::Client::open(info)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(CONNECT_TIMEOUT)
+                .set_response_timeout(timeout)
+                .set_number_of_retries(2)
+                .set_max_delay(MAX_BACKOFF.as_millis() as u64);
+            Ok(Conn::Single(
+                ConnectionManager::new_with_config(client, config).await?,
+            ))
+        }
+        StoreTarget::Cluster {
+            nodes,
+            username,
+            password: url_password,
+        } => {
+            let mut b = ClusterClientBuilder::new(nodes.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(timeout)
+                .retries(2)
+                .min_retry_wait(10)
+                .max_retry_wait(MAX_BACKOFF.as_millis() as u64);
+            if let Some(u) = username {
+                b = b.username(u.clone());
+            }
+            if let Some(p) = password
+                .map(str::to_string)
+                .or_else(|| url_password.clone())
+            {
+                b = b.password(p);
+            }
+            Ok(Conn::Cluster(b.build()?.get_async_connection().await?))
+        }
+    }
+}
+
+impl RedisStore {
+    /// Starts the store's background tasks (connecting, writing, pinging)
+    /// on the current runtime; returns at once.
+    pub fn start(settings: StoreSettings) -> RedisStore {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let inner = Arc::new(Inner {
+            conn: RwLock::new(None),
+            timeout: settings.timeout,
+            window: settings.window.max(1),
+            window_ttl_ms: settings
+                .window_ttl
+                .as_millis()
+                .clamp(1000, u64::MAX as u128) as u64,
+            up: AtomicBool::new(false),
+            target: settings.target.redacted(),
+        });
+        m::set_store_up(false);
+        tokio::spawn(connect_loop(Arc::clone(&inner), settings));
+        tokio::spawn(write_loop(Arc::clone(&inner), rx));
+        tokio::spawn(ping_loop(Arc::clone(&inner)));
+        RedisStore { inner, writes: tx }
+    }
+
+    /// The target without credentials, for logs and `/readyz`.
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+}
+
+async fn connect_loop(inner: Arc<Inner>, settings: StoreSettings) {
+    let mut backoff = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            connect(
+                &settings.target,
+                settings.password.as_deref(),
+                settings.timeout,
+            ),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(conn)) => {
+                *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                inner.mark(true);
+                return;
+            }
+            Ok(Err(e)) if !logged => {
+                logged = true;
+                tracing::warn!(store = %inner.target, error = %e, "dedup store not reachable yet; retrying in the background");
+            }
+            Err(_) if !logged => {
+                logged = true;
+                tracing::warn!(store = %inner.target, "dedup store connection timed out; retrying in the background");
+            }
+            _ => {}
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn ping_loop(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if inner.conn().is_none() {
+            continue;
+        }
+        let mut p = redis::pipe();
+        p.cmd("PING");
+        let _ = inner.run(op::PING, vec![p]).await;
+    }
+}
+
+/// Pipelines of the queued writes: one per hash tag on a cluster, one in
+/// all on a single node.
+fn write_pipes(inner: &Inner, cluster: bool, writes: Vec<Write>) -> Vec<Pipeline> {
+    let mut by_tag: HashMap<String, Pipeline> = HashMap::new();
+    let last = inner.window as isize - 1;
+    for w in writes {
+        let tag = if cluster { w.tag } else { String::new() };
+        let p = by_tag.entry(tag).or_insert_with(redis::pipe);
+        p.cmd("LPUSH").arg(&w.key).arg(&w.value).ignore();
+        p.cmd("LTRIM").arg(&w.key).arg(0).arg(last).ignore();
+        p.cmd("PEXPIRE")
+            .arg(&w.key)
+            .arg(inner.window_ttl_ms)
+            .ignore();
+    }
+    by_tag.into_values().collect()
+}
+
+async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>) {
+    let mut buf = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut buf, WRITE_BATCH).await > 0 {
+        let writes = std::mem::take(&mut buf);
+        let n = writes.len();
+        let cluster = inner.conn().is_some_and(|c| c.is_cluster());
+        let pipes = write_pipes(&inner, cluster, writes);
+        if let Err(e) = inner.run(op::SAVE_BATCHES, pipes).await {
+            tracing::debug!(error = %e, batches = n, "committed batches not written to the dedup store");
+        }
+    }
+}
+
+impl DedupStore for RedisStore {
+    fn load_windows(&self, keys: Vec<ProducerPartition>) -> StoreFuture<Vec<Vec<StoredBatch>>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let cluster = inner.conn().is_some_and(|c| c.is_cluster());
+            // Pipelines by tag, and where each key's answer is.
+            let mut tags: Vec<String> = Vec::new();
+            let mut pipes: Vec<Pipeline> = Vec::new();
+            let mut at: Vec<(usize, usize)> = Vec::with_capacity(keys.len());
+            let mut counts: Vec<usize> = Vec::new();
+            for k in &keys {
+                let tag = if cluster {
+                    window_tag(k)
+                } else {
+                    String::new()
+                };
+                let i = match tags.iter().position(|t| *t == tag) {
+                    Some(i) => i,
+                    None => {
+                        tags.push(tag);
+                        pipes.push(redis::pipe());
+                        counts.push(0);
+                        tags.len() - 1
+                    }
+                };
+                pipes[i]
+                    .cmd("LRANGE")
+                    .arg(window_key(k))
+                    .arg(0)
+                    .arg(inner.window as isize - 1);
+                at.push((i, counts[i]));
+                counts[i] += 1;
+            }
+            let answers = inner.run(op::LOAD_WINDOWS, pipes).await?;
+            let windows = at
+                .iter()
+                .map(|&(p, j)| match answers.get(p).and_then(|a| a.get(j)) {
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .filter_map(|v| match v {
+                            Value::BulkString(b) => decode_batch(b),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            Ok(windows)
+        })
+    }
+
+    fn save_batch(&self, key: ProducerPartition, batch: StoredBatch) {
+        if !shareable(&key.scope) {
+            return;
+        }
+        let w = Write {
+            tag: window_tag(&key),
+            key: window_key(&key),
+            value: encode_batch(&batch),
+        };
+        if self.writes.try_send(w).is_err() {
+            m::count_store_error(op::SAVE_BATCHES, "overflow");
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+}
