@@ -13,6 +13,7 @@ pub mod hostile;
 pub mod proxy_process;
 pub mod raw;
 pub mod readings;
+pub mod redis;
 pub mod relay;
 pub mod report;
 pub mod security;

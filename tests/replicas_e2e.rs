@@ -1,0 +1,316 @@
+//! Replicas sharing dedup state through Redis (docs/replicas.md), against
+//! the real Kafka cluster and a real Redis (single node, and the Redis
+//! Cluster `scripts/test` starts), with proxies as child processes so each
+//! answer is counted in the `/metrics` of the replica that gave it.
+//!
+//! Needs `KDP_REDIS_URL` and `KDP_REDIS_CLUSTER_URL` (scripts/test starts
+//! both through `scripts/redis`); the scenarios that kill Redis start a
+//! redis-server of their own.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster_faults::{PausedBroker, create_replicated_topic, leader_of};
+use common::proxy_process::ProxyProcess;
+use common::raw::{PRODUCE_VERSION, batch, first_partition, init_producer_id, produce_request};
+use common::redis::{OwnRedis, SlowRelay, cluster_ports, failover, redis_cluster_url, redis_url};
+use common::report::{Checks, report, secs};
+use common::verifiable::{VerifiableProducer, verify_delivery};
+use common::*;
+use serde_json::json;
+
+/// Produces `records` once on a new connection to `addr`; `None` when no
+/// answer came within `within`.
+async fn produce_within(
+    addr: &str,
+    topic: &str,
+    records: bytes::Bytes,
+    within: Duration,
+) -> Option<(i16, i64)> {
+    let mut conn = RawConn::connect(addr).await;
+    let req = produce_request(None, topic, 0, records);
+    let resp = tokio::time::timeout(within, conn.call(PRODUCE_VERSION, &req))
+        .await
+        .ok()?;
+    let p = first_partition(&resp);
+    Some((p.error_code, p.base_offset))
+}
+
+async fn store_calls(p: &ProxyProcess, op: &str) -> f64 {
+    p.metric(
+        "kdp_store_request_duration_seconds_count",
+        &format!("op=\"{op}\""),
+    )
+    .await
+}
+
+/// Waits until `p` has written at least `n` batches' pipelines to the store.
+async fn wait_saved(p: &ProxyProcess, n: f64) -> bool {
+    for _ in 0..100 {
+        if store_calls(p, "save_batches").await >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn batch_committed_on_a_answered_by_b(store_url: &str, name: &str) {
+    let _g = cluster_lock().write().await;
+    let mut c = Checks::new();
+    let topic = unique(name);
+    create_replicated_topic(&topic, 1).await;
+    let args = ["--dedup-store", store_url];
+    let a = ProxyProcess::start(&cluster().bootstrap, &args).await;
+    let b = ProxyProcess::start(&cluster().bootstrap, &args).await;
+    let leader = leader_of(&topic, 0).await;
+    let mut conn = RawConn::connect(&a.bootstrap()).await;
+    let (pid, epoch) = init_producer_id(&mut conn, None).await;
+    let records = batch(pid, epoch, 0, 3, "replica", false);
+    let original = produce_within(
+        &a.broker_addr(leader),
+        &topic,
+        records.clone(),
+        Duration::from_secs(30),
+    )
+    .await;
+    c.check(
+        matches!(original, Some((0, o)) if o >= 0),
+        format!("the original through A acknowledged ({original:?})"),
+    );
+    c.check(
+        wait_saved(&a, 1.0).await,
+        "A wrote the committed batch to the store",
+    );
+    let (b_answered, b_lookups) = (b.answered().await, store_calls(&b, "load_windows").await);
+    // The leader cannot answer now: only B itself can.
+    let paused = PausedBroker::pause(leader).await;
+    c.check(
+        paused.wait_stopped(Duration::from_secs(2)).await,
+        format!("broker {leader} stopped by SIGSTOP"),
+    );
+    let t = Instant::now();
+    let retry = produce_within(
+        &b.broker_addr(leader),
+        &topic,
+        records,
+        Duration::from_secs(10),
+    )
+    .await;
+    let retry_ms = t.elapsed().as_secs_f64() * 1000.0;
+    drop(paused);
+    c.check(
+        retry.is_some() && retry == original,
+        format!("B answered the retry with the original's offset: {retry:?} vs {original:?}"),
+    );
+    let answered = b.answered().await - b_answered;
+    c.eq(answered, 1.0, "batches B answered itself");
+    let lookups = store_calls(&b, "load_windows").await - b_lookups;
+    c.eq(lookups, 1.0, "store lookups by B for the retry");
+    let seeded = b.metric("kdp_store_batches_seeded_total", "").await;
+    c.positive(seeded, "batches B took from the store");
+    report(
+        name,
+        json!({
+            "store": store_url,
+            "offset": original.map(|o| o.1),
+            "retry_answer_ms": (retry_ms * 10.0).round() / 10.0,
+            "answered_by_b": answered,
+            "b_store_lookups": lookups,
+        }),
+        c,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_committed_through_replica_a_is_answered_by_replica_b_while_the_leader_is_paused() {
+    batch_committed_on_a_answered_by_b(&redis_url(), "replica-batch-single").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_through_a_redis_cluster() {
+    batch_committed_on_a_answered_by_b(&redis_cluster_url(), "replica-batch-cluster").await;
+}
+
+const MESSAGES: usize = 3000;
+const THROUGHPUT: usize = 300;
+
+/// A producer through a replica whose store goes away mid-run: `fault`
+/// breaks and repairs it. Nothing may be lost or fail, and the replica
+/// must find its store again by itself.
+async fn store_fault_mid_run<F, Fut>(store_url: &str, name: &str, fault: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let _g = cluster_lock().read().await;
+    let t0 = Instant::now();
+    let mut c = Checks::new();
+    let topic = unique(name);
+    create_replicated_topic(&topic, 3).await;
+    let proxy = ProxyProcess::start(&cluster().bootstrap, &["--dedup-store", store_url]).await;
+    let up_before = proxy.metric("kdp_store_up", "").await;
+    let mut producer =
+        VerifiableProducer::start(&proxy.bootstrap(), &topic, MESSAGES, THROUGHPUT, &[]).await;
+    c.check(
+        producer
+            .wait_acked(MESSAGES / 3, Duration::from_secs(60))
+            .await,
+        "a third of the stream acknowledged before the fault",
+    );
+    let saves_before = store_calls(&proxy, "save_batches").await;
+    let what = fault().await;
+    let out = producer.finish(Duration::from_secs(120)).await;
+    // Recovery without a restart: the store is up again and written to.
+    let mut up_after = 0.0;
+    for _ in 0..100 {
+        up_after = proxy.metric("kdp_store_up", "").await;
+        if up_after == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let errors = proxy.metric("kdp_store_errors_total", "").await;
+    let fallbacks = proxy.metric("kdp_store_fallbacks_total", "").await;
+    let saves_after = store_calls(&proxy, "save_batches").await;
+    let verdict = verify_delivery(&proxy.bootstrap(), &topic, &out.acked).await;
+    verdict.check(&mut c, &out, MESSAGES);
+    c.eq(up_before, 1.0, "kdp_store_up before the fault");
+    c.eq(
+        up_after,
+        1.0,
+        "kdp_store_up after the fault, without a proxy restart",
+    );
+    c.check(
+        saves_after > saves_before,
+        "committed batches written after the fault",
+    );
+    c.eq(proxy.starts, 1, "proxy starts");
+    let mut r = verdict.json();
+    r["fault"] = json!(what);
+    r["store_errors"] = json!(errors);
+    r["store_fallbacks"] = json!(fallbacks);
+    r["send_errors"] = json!(out.errors.len());
+    r["duration_s"] = json!(secs(t0.elapsed()));
+    report(name, r, c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sigkilled_and_restarted_mid_run_loses_nothing_and_the_proxy_reconnects() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    store_fault_mid_run(&url, "replica-redis-kill", || async move {
+        redis.kill().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        redis.restart().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        format!(
+            "redis-server on {} SIGKILLed, restarted 3 s later",
+            redis.port
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_primary_failover_mid_run_loses_nothing() {
+    let url = redis_cluster_url();
+    let ports = cluster_ports(&url);
+    store_fault_mid_run(&url, "replica-redis-failover", || async move {
+        // Every primary in turn: whichever holds this producer's windows.
+        let mut done = Vec::new();
+        for port in ports {
+            let role = common::redis::redis_cli(port, &["ROLE"]).await;
+            if role.starts_with("master") {
+                let new = failover(port).await;
+                done.push(format!("{port}->{new}"));
+            }
+        }
+        format!("CLUSTER FAILOVER of primaries {}", done.join(", "))
+    })
+    .await;
+}
+
+/// 40 one-record batches through `p`, each of a new producer (a
+/// producer-partition the replica does not know, so the store is asked):
+/// the latencies in ms, sorted, and how many were acknowledged.
+async fn produce_fresh_producers(p: &ProxyProcess, topic: &str, leader: i32) -> (Vec<f64>, usize) {
+    let mut ms = Vec::new();
+    let mut ok = 0;
+    for _ in 0..40 {
+        let mut conn = RawConn::connect(&p.bootstrap()).await;
+        let (pid, epoch) = init_producer_id(&mut conn, None).await;
+        let records = batch(pid, epoch, 0, 1, "slow", false);
+        let t = Instant::now();
+        let r = produce_within(
+            &p.broker_addr(leader),
+            topic,
+            records,
+            Duration::from_secs(30),
+        )
+        .await;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        ok += usize::from(matches!(r, Some((0, _))));
+    }
+    ms.sort_by(f64::total_cmp);
+    (ms, ok)
+}
+
+/// Produce latency with a slow store (every byte to and from Redis held
+/// 200 ms) against the same proxy without a store: bounded by the store
+/// timeout (50 ms) because the lookup gives up and the batch is forwarded.
+/// Printed as measured; the assertions are on what happened, not on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_costs_at_most_its_timeout_per_request() {
+    let _g = cluster_lock().read().await;
+    let mut c = Checks::new();
+    let redis = OwnRedis::start().await;
+    let relay = SlowRelay::start(redis.port, Duration::from_millis(200)).await;
+    let topic = unique("replica-slow-store");
+    create_replicated_topic(&topic, 1).await;
+    let slow = ProxyProcess::start(
+        &cluster().bootstrap,
+        &[
+            "--dedup-store",
+            &relay.url(),
+            "--dedup-store-timeout-ms",
+            "50",
+        ],
+    )
+    .await;
+    let plain = ProxyProcess::start(&cluster().bootstrap, &[]).await;
+    let leader = leader_of(&topic, 0).await;
+    let (plain_ms, plain_ok) = produce_fresh_producers(&plain, &topic, leader).await;
+    let (slow_ms, slow_ok) = produce_fresh_producers(&slow, &topic, leader).await;
+    let pct = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    let timeouts = slow
+        .metric("kdp_store_errors_total", "kind=\"timeout\"")
+        .await;
+    let fallbacks = slow
+        .metric("kdp_store_fallbacks_total", "what=\"batch\"")
+        .await;
+    c.eq(plain_ok, 40, "produces acknowledged without a store");
+    c.eq(slow_ok, 40, "produces acknowledged with the slow store");
+    c.check(
+        timeouts >= 40.0,
+        format!("store lookups timed out ({timeouts})"),
+    );
+    c.check(
+        fallbacks >= 40.0,
+        format!("batch fallbacks counted ({fallbacks})"),
+    );
+    let r = json!({
+        "store_delay_ms": 200,
+        "store_timeout_ms": 50,
+        "requests": 40,
+        "no_store_p50_ms": pct(&plain_ms, 0.5),
+        "no_store_p99_ms": pct(&plain_ms, 0.99),
+        "slow_store_p50_ms": pct(&slow_ms, 0.5),
+        "slow_store_p99_ms": pct(&slow_ms, 0.99),
+        "added_p50_ms": pct(&slow_ms, 0.5) - pct(&plain_ms, 0.5),
+        "store_timeouts": timeouts,
+    });
+    eprintln!("slow store latency: {r}");
+    report("replica-slow-store", r, c);
+}
