@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use common::cluster_faults::{PausedBroker, create_replicated_topic, leader_of};
 use common::proxy_process::ProxyProcess;
 use common::raw::{PRODUCE_VERSION, batch, first_partition, init_producer_id, produce_request};
-use common::redis::{OwnRedis, SlowRelay, cluster_ports, failover, redis_cluster_url, redis_url};
+use common::redis::{
+    OwnRedis, SlowRelay, cluster_ports, failover, primaries, redis_cluster_url, redis_url,
+};
 use common::report::{Checks, report, secs};
 use common::verifiable::{VerifiableProducer, verify_delivery};
 use common::*;
@@ -43,6 +45,13 @@ async fn store_calls(p: &ProxyProcess, op: &str) -> f64 {
         &format!("op=\"{op}\""),
     )
     .await
+}
+
+/// Store write calls of `p` that succeeded (calls less errors).
+async fn saved_ok(p: &ProxyProcess) -> f64 {
+    store_calls(p, "save_batches").await
+        - p.metric("kdp_store_errors_total", "op=\"save_batches\"")
+            .await
 }
 
 /// Waits until `p` has written at least `n` batches' pipelines to the store.
@@ -142,7 +151,7 @@ const THROUGHPUT: usize = 300;
 async fn store_fault_mid_run<F, Fut>(store_url: &str, name: &str, fault: F)
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = String>,
+    Fut: std::future::Future<Output = (String, Box<dyn std::any::Any + Send>)>,
 {
     let _g = cluster_lock().read().await;
     let t0 = Instant::now();
@@ -159,8 +168,10 @@ where
             .await,
         "a third of the stream acknowledged before the fault",
     );
-    let saves_before = store_calls(&proxy, "save_batches").await;
-    let what = fault().await;
+    let saves_before = saved_ok(&proxy).await;
+    // What the fault returns is kept alive until the end (a restarted
+    // redis-server is killed when dropped).
+    let (what, _keep) = fault().await;
     let out = producer.finish(Duration::from_secs(120)).await;
     // Recovery without a restart: the store is up again and written to.
     let mut up_after = 0.0;
@@ -173,7 +184,7 @@ where
     }
     let errors = proxy.metric("kdp_store_errors_total", "").await;
     let fallbacks = proxy.metric("kdp_store_fallbacks_total", "").await;
-    let saves_after = store_calls(&proxy, "save_batches").await;
+    let saves_after = saved_ok(&proxy).await;
     let verdict = verify_delivery(&proxy.bootstrap(), &topic, &out.acked).await;
     verdict.check(&mut c, &out, MESSAGES);
     c.eq(up_before, 1.0, "kdp_store_up before the fault");
@@ -205,10 +216,11 @@ async fn redis_sigkilled_and_restarted_mid_run_loses_nothing_and_the_proxy_recon
         tokio::time::sleep(Duration::from_secs(3)).await;
         redis.restart().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        format!(
+        let what = format!(
             "redis-server on {} SIGKILLed, restarted 3 s later",
             redis.port
-        )
+        );
+        (what, Box::new(redis) as Box<dyn std::any::Any + Send>)
     })
     .await;
 }
@@ -220,14 +232,12 @@ async fn a_redis_cluster_primary_failover_mid_run_loses_nothing() {
     store_fault_mid_run(&url, "replica-redis-failover", || async move {
         // Every primary in turn: whichever holds this producer's windows.
         let mut done = Vec::new();
-        for port in ports {
-            let role = common::redis::redis_cli(port, &["ROLE"]).await;
-            if role.starts_with("master") {
-                let new = failover(port).await;
-                done.push(format!("{port}->{new}"));
-            }
+        for port in primaries(ports[0]).await {
+            let new = failover(port).await;
+            done.push(format!("{port}->{new}"));
         }
-        format!("CLUSTER FAILOVER of primaries {}", done.join(", "))
+        let what = format!("CLUSTER FAILOVER of primaries {}", done.join(", "));
+        (what, Box::new(()) as Box<dyn std::any::Any + Send>)
     })
     .await;
 }

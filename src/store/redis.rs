@@ -14,7 +14,9 @@
 //! * On a cluster, one pipeline per hash tag (a command batch may not cross
 //!   slots), all sent at once: still one round trip of wall time.
 //! * A ping every second keeps `kdp_store_up` and `/readyz` current
-//!   without traffic.
+//!   without traffic; two failed pings in a row drop the connection and
+//!   make a new one (with backoff), so a Redis that was killed and
+//!   restarted is found again without a proxy restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -239,9 +241,8 @@ impl RedisStore {
             target: settings.target.redacted(),
         });
         m::set_store_up(false);
-        tokio::spawn(connect_loop(Arc::clone(&inner), settings));
+        tokio::spawn(supervise(Arc::clone(&inner), settings));
         tokio::spawn(write_loop(Arc::clone(&inner), rx));
-        tokio::spawn(ping_loop(Arc::clone(&inner)));
         RedisStore { inner, writes: tx }
     }
 
@@ -251,51 +252,64 @@ impl RedisStore {
     }
 }
 
-async fn connect_loop(inner: Arc<Inner>, settings: StoreSettings) {
+/// Consecutive failed pings after which the connection is dropped and
+/// made anew (the client's own reconnect gives up after a failed attempt).
+const PINGS_BEFORE_RECONNECT: u32 = 2;
+
+/// Connects (in the background, with backoff), pings every second, and
+/// drops and remakes a connection whose pings keep failing: a store that
+/// was killed and restarted, or moved, is found again without a restart.
+async fn supervise(inner: Arc<Inner>, settings: StoreSettings) {
     let mut backoff = Duration::from_millis(100);
     let mut logged = false;
+    let mut failed_pings = 0;
     loop {
-        let attempt = tokio::time::timeout(
-            CONNECT_TIMEOUT * 2,
-            connect(
-                &settings.target,
-                settings.password.as_deref(),
-                settings.timeout,
-            ),
-        )
-        .await;
-        match attempt {
-            Ok(Ok(conn)) => {
-                *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
-                inner.mark(true);
-                return;
-            }
-            Ok(Err(e)) if !logged => {
-                logged = true;
-                tracing::warn!(store = %inner.target, error = %e, "dedup store not reachable yet; retrying in the background");
-            }
-            Err(_) if !logged => {
-                logged = true;
-                tracing::warn!(store = %inner.target, "dedup store connection timed out; retrying in the background");
-            }
-            _ => {}
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-async fn ping_loop(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(PING_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
         if inner.conn().is_none() {
-            continue;
+            let attempt = tokio::time::timeout(
+                CONNECT_TIMEOUT * 2,
+                connect(
+                    &settings.target,
+                    settings.password.as_deref(),
+                    settings.timeout,
+                ),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(conn)) => {
+                    *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                    inner.mark(true);
+                    backoff = Duration::from_millis(100);
+                    logged = false;
+                    failed_pings = 0;
+                }
+                failed => {
+                    inner.mark(false);
+                    if !logged {
+                        logged = true;
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "connection timed out".into(),
+                        };
+                        tracing::warn!(store = %inner.target, %error, "dedup store not reachable; retrying in the background");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
         }
+        tokio::time::sleep(PING_EVERY).await;
         let mut p = redis::pipe();
         p.cmd("PING");
-        let _ = inner.run(op::PING, vec![p]).await;
+        match inner.run(op::PING, vec![p]).await {
+            Ok(_) => failed_pings = 0,
+            Err(_) => failed_pings += 1,
+        }
+        if failed_pings >= PINGS_BEFORE_RECONNECT {
+            tracing::debug!(store = %inner.target, "dedup store pings failing; connecting anew");
+            *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
+            inner.mark(false);
+        }
     }
 }
 

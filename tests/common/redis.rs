@@ -73,6 +73,21 @@ pub async fn primary_of(seed: u16, key: &str) -> u16 {
     panic!("no primary serves slot {slot}: {nodes}")
 }
 
+/// The ports of the cluster's primaries now (from CLUSTER NODES on `seed`).
+pub async fn primaries(seed: u16) -> Vec<u16> {
+    let nodes = redis_cli(seed, &["CLUSTER", "NODES"]).await;
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                return None;
+            }
+            f[1].split('@').next()?.rsplit_once(':')?.1.parse().ok()
+        })
+        .collect()
+}
+
 /// Promotes the replica of the primary at `primary` (CLUSTER FAILOVER on
 /// the replica, as `scripts/redis failover PORT` does) and waits until the
 /// old primary reports itself a replica. Returns the new primary's port.
