@@ -425,3 +425,38 @@ async fn a_restarted_idempotent_producer_writes_each_key_once_and_sees_no_error(
         metric_sum(&m, batches, "outcome=\"reencoded\"")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_cut_under_every_codec_read_back_in_the_java_client_and_librdkafka() {
+    let _g = cluster_lock().read().await;
+    let args = key_dedup_args("codecs-*", "key");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = start_proxy(&args).await;
+    let topic = unique("codecs-keys");
+    create_topic(&topic, 3).await;
+    let reencoded = || async {
+        let m = http_get(&p.metrics_url("/metrics")).await.1;
+        metric_sum(&m, "kdp_key_dedup_batches_total", "outcome=\"reencoded\"")
+    };
+    // Phase n (codec n) sends keys 1000n..1000n+1999: its first half was
+    // written by the phase before, so its batches are cut and re-encoded in
+    // its own codec.
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    java_produce(&p.bootstrap, &topic, 0, 1000, "none").await;
+    for (n, codec) in codecs.iter().enumerate() {
+        let before = reencoded().await;
+        java_produce(&p.bootstrap, &topic, 1000 * n as u32, 2000, codec).await;
+        let cut = reencoded().await - before;
+        assert!(cut > 0.0, "{codec}: no batch was re-encoded");
+    }
+    let keys = 1000 * codecs.len() as u64 + 1000;
+    let (count, distinct) = java_read_all(&p.bootstrap, &topic).await;
+    assert_eq!(
+        (count, distinct),
+        (keys, keys),
+        "the Java consumer: each key once"
+    );
+    let seen = kcat_read_all(&p.bootstrap, &topic).await;
+    assert_eq!(seen.len() as u64, keys, "librdkafka: every key");
+    assert!(seen.values().all(|n| *n == 1), "librdkafka: each once");
+}
