@@ -65,27 +65,41 @@ impl std::str::FromStr for KeySource {
     }
 }
 
-/// Which topics are deduplicated by key, from where keys come, and the
-/// cache that holds them.
+/// Which topics are deduplicated by key, from where each takes its keys,
+/// and the cache that holds them.
 #[derive(Debug)]
 pub struct KeyRules {
-    topics: Vec<glob::Pattern>,
-    source: KeySource,
+    /// The first pattern that matches a topic names its key source.
+    topics: Vec<(glob::Pattern, KeySource)>,
     cache: Arc<KeyCache>,
     /// Sequence rewrites of idempotent producers whose records were removed.
     sequences: Arc<Sequences>,
 }
 
 impl KeyRules {
-    /// `topics`: names or globs (`orders-*`). Errors name the bad pattern.
+    /// `topics`: names or globs (`orders-*`), all with `source`. Errors
+    /// name the bad pattern.
     pub fn new(topics: &[String], source: KeySource, cache: Arc<KeyCache>) -> Result<Self, String> {
-        let topics = topics
-            .iter()
-            .map(|t| glob::Pattern::new(t).map_err(|e| format!("topic pattern '{t}': {e}")))
+        let rules = topics.iter().map(|t| (t.clone(), source.clone()));
+        Self::with_sources(rules, cache)
+    }
+
+    /// One key source per topic pattern: the first pattern that matches a
+    /// topic applies to it. Errors name the bad pattern.
+    pub fn with_sources(
+        rules: impl IntoIterator<Item = (String, KeySource)>,
+        cache: Arc<KeyCache>,
+    ) -> Result<Self, String> {
+        let topics = rules
+            .into_iter()
+            .map(|(t, source)| {
+                glob::Pattern::new(&t)
+                    .map(|p| (p, source))
+                    .map_err(|e| format!("topic pattern '{t}': {e}"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(KeyRules {
             topics,
-            source,
             cache,
             sequences: Sequences::new(super::sequence::MAX_LINES),
         })
@@ -106,11 +120,22 @@ impl KeyRules {
     }
 
     pub fn applies_to(&self, topic: &str) -> bool {
-        self.topics.iter().any(|p| p.matches(topic))
+        self.source_for(topic).is_some()
     }
 
+    /// Where `topic`'s records take their keys, if it is deduplicated.
+    pub fn source_for(&self, topic: &str) -> Option<&KeySource> {
+        self.topics
+            .iter()
+            .find(|(p, _)| p.matches(topic))
+            .map(|(_, s)| s)
+    }
+}
+
+impl KeySource {
+    /// The idempotency key of `r`, if it has one.
     fn key_of<'a>(&self, r: &'a Record) -> Option<Cow<'a, [u8]>> {
-        match &self.source {
+        match self {
             KeySource::Header(name) => r
                 .headers
                 .iter()
@@ -148,6 +173,13 @@ fn record_size(r: &Record) -> u64 {
     (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + h) as u64
 }
 
+/// A batch's topic as key dedup sees it: its rules and key source.
+struct Keyed<'a> {
+    rules: &'a KeyRules,
+    source: &'a KeySource,
+    topic: &'a str,
+}
+
 /// The records of one batch as key dedup reads them.
 struct Reading {
     /// Positions (in the client's batch) of the records removed, ascending.
@@ -166,8 +198,7 @@ struct Reading {
 /// duplicate may pass, nothing is lost).
 fn read_keys(
     b: &PartitionBatch<'_>,
-    rules: &KeyRules,
-    topic: &str,
+    k: &Keyed<'_>,
     records: &[Record],
     may_wait: bool,
     claims: &mut KeyClaims,
@@ -180,14 +211,14 @@ fn read_keys(
         counts: Outcomes::default(),
     };
     for (position, record) in records.iter().enumerate() {
-        let Some(key) = rules.key_of(record) else {
+        let Some(key) = k.source.key_of(record) else {
             r.counts.key_records_unkeyed += 1;
             r.kept += 1;
             continue;
         };
-        let id = KeyId::new(b.scope, topic, &key);
+        let id = KeyId::new(b.scope, k.topic, &key);
         let claim = if seen.insert(id) {
-            rules.cache.claim(id, r.kept as u32, claims)
+            k.rules.cache.claim(id, r.kept as u32, claims)
         } else {
             // The first of two records with one key is kept.
             Claim::Duplicate(KeyOrigin {
@@ -249,9 +280,14 @@ pub(crate) fn classify_keys(
         // A topic id whose name is not known yet: its rules cannot be told.
         return Action::Forward(f);
     };
-    if b.acks != -1 || !rules.applies_to(topic) {
+    let Some(source) = rules.source_for(topic).filter(|_| b.acks == -1) else {
         return Action::Forward(f);
-    }
+    };
+    let k = Keyed {
+        rules,
+        source,
+        topic,
+    };
     let Some(records) = b.records else {
         return Action::Forward(f);
     };
@@ -262,10 +298,9 @@ pub(crate) fn classify_keys(
         return Action::Forward(f);
     }
     if header.producer_id == NO_PRODUCER_ID {
-        classify_plain(b, rules, topic, records, &header, may_wait, out)
-            .unwrap_or(Action::Forward(f))
+        classify_plain(b, &k, records, &header, may_wait, out).unwrap_or(Action::Forward(f))
     } else {
-        classify_idempotent(b, rules, topic, records, &header, f, may_wait, out)
+        classify_idempotent(b, &k, records, &header, f, may_wait, out)
     }
 }
 
@@ -273,8 +308,7 @@ pub(crate) fn classify_keys(
 /// forward the batch untouched.
 fn classify_plain(
     b: &PartitionBatch<'_>,
-    rules: &KeyRules,
-    topic: &str,
+    k: &Keyed<'_>,
     records: &Bytes,
     header: &RecordBatchHeader,
     may_wait: bool,
@@ -288,8 +322,8 @@ fn classify_plain(
             return None;
         }
     };
-    let mut claims = KeyClaims::new(&rules.cache);
-    let r = match read_keys(b, rules, topic, &batch.records, may_wait, &mut claims) {
+    let mut claims = KeyClaims::new(&k.rules.cache);
+    let r = match read_keys(b, k, &batch.records, may_wait, &mut claims) {
         Ok(r) => r,
         Err(rx) => return Some(Action::Wait(Pause::Key(rx))),
     };
@@ -339,8 +373,7 @@ fn classify_plain(
 #[allow(clippy::too_many_arguments)]
 fn classify_idempotent(
     b: &PartitionBatch<'_>,
-    rules: &KeyRules,
-    topic: &str,
+    k: &Keyed<'_>,
     records: &Bytes,
     header: &RecordBatchHeader,
     f: Forward,
@@ -377,8 +410,8 @@ fn classify_idempotent(
         crc: header.crc,
     };
     let count = (header.last_offset_delta.max(0) as u32).saturating_add(1);
-    let planned = rules.sequences.plan(&key, id, count);
-    let mut claims = KeyClaims::new(&rules.cache);
+    let planned = k.rules.sequences.plan(&key, id, count);
+    let mut claims = KeyClaims::new(&k.rules.cache);
     let mut counts = Outcomes::default();
     let (removal, again) = match planned.plan().clone() {
         Plan::Untouched => return Action::Forward(f),
@@ -386,7 +419,7 @@ fn classify_idempotent(
         Plan::New { .. } => match &decoded {
             None => (Removal::Nothing, false),
             Some(d) => {
-                let r = match read_keys(b, rules, topic, &d.records, may_wait, &mut claims) {
+                let r = match read_keys(b, k, &d.records, may_wait, &mut claims) {
                     Ok(r) => r,
                     Err(rx) => return Action::Wait(Pause::OrderedKey(rx)),
                 };
@@ -433,7 +466,7 @@ fn classify_idempotent(
     if again && let Some((kept, ..)) = &sent {
         // A batch sent again: the keys it carries are claimed anew, so
         // that its acknowledgement records them.
-        claim_quietly(b, rules, topic, kept, &mut claims);
+        claim_quietly(b, k, kept, &mut claims);
     }
     let replace = match (&removal, sent) {
         (Removal::Records(_), Some((kept, h, c))) => encode_batch(&h, c, base, &kept).map(Some),
@@ -480,17 +513,11 @@ fn kept_records(records: Vec<Record>, gone: &[u32]) -> Vec<Record> {
 /// Claims the keys of `kept` that nobody holds, without waiting for any:
 /// the records go out whatever the claims say (a batch sent again must be
 /// the same batch).
-fn claim_quietly(
-    b: &PartitionBatch<'_>,
-    rules: &KeyRules,
-    topic: &str,
-    kept: &[Record],
-    claims: &mut KeyClaims,
-) {
+fn claim_quietly(b: &PartitionBatch<'_>, k: &Keyed<'_>, kept: &[Record], claims: &mut KeyClaims) {
     for (position, r) in kept.iter().enumerate() {
-        if let Some(key) = rules.key_of(r) {
-            let id = KeyId::new(b.scope, topic, &key);
-            let _ = rules.cache.claim(id, position as u32, claims);
+        if let Some(key) = k.source.key_of(r) {
+            let id = KeyId::new(b.scope, k.topic, &key);
+            let _ = k.rules.cache.claim(id, position as u32, claims);
         }
     }
 }
@@ -877,7 +904,7 @@ mod tests {
         let cache = KeyCache::new(Duration::from_secs(1), 1);
         let r = record(Some("h"), "v");
         let by = |s: &str| {
-            KeyRules::new(&[], s.parse().unwrap(), Arc::clone(&cache))
+            s.parse::<KeySource>()
                 .unwrap()
                 .key_of(&r)
                 .map(|c| c.into_owned())
@@ -886,5 +913,20 @@ mod tests {
         assert_eq!(by("key"), None);
         assert!(by("content").is_some());
         assert!(KeyRules::new(&["[".into()], KeySource::RecordKey, cache).is_err());
+    }
+
+    #[test]
+    fn the_first_rule_that_matches_a_topic_names_its_key_source() {
+        let rules = KeyRules::with_sources(
+            [
+                ("orders-eu".to_string(), KeySource::Content),
+                ("orders-*".to_string(), KeySource::RecordKey),
+            ],
+            KeyCache::new(Duration::from_secs(1), 1),
+        )
+        .unwrap();
+        assert_eq!(rules.source_for("orders-eu"), Some(&KeySource::Content));
+        assert_eq!(rules.source_for("orders-us"), Some(&KeySource::RecordKey));
+        assert_eq!(rules.source_for("payments"), None);
     }
 }
