@@ -30,6 +30,9 @@ pub const STORE_ERRORS_TOTAL: &str = "kdp_store_errors_total";
 pub const STORE_FALLBACKS_TOTAL: &str = "kdp_store_fallbacks_total";
 pub const STORE_UP: &str = "kdp_store_up";
 pub const STORE_BATCHES_SEEDED_TOTAL: &str = "kdp_store_batches_seeded_total";
+pub const KEY_DEDUP_PRODUCER_LINES: &str = "kdp_key_dedup_producer_lines";
+pub const KEY_DEDUP_PRODUCER_LINE_EVICTIONS_TOTAL: &str =
+    "kdp_key_dedup_producer_line_evictions_total";
 
 /// `outcome` label values of [`PRODUCE_BATCHES_TOTAL`].
 pub mod outcome {
@@ -63,7 +66,7 @@ pub fn describe() {
     describe_counter!(
         KEY_DEDUP_BATCHES_TOTAL,
         Unit::Count,
-        "Batches of key-dedup topics changed or answered by the proxy, or left untouched because they did not decode: reencoded, answered, undecodable."
+        "Batches of key-dedup topics changed or answered by the proxy, or left untouched because they did not decode: reencoded, answered, undecodable; of idempotent producers: resequenced (base sequence lowered by records removed earlier), sequence_gap (a batch of duplicates only behind an unacknowledged one: connection closed)."
     );
     describe_gauge!(
         KEY_DEDUP_KEYS,
@@ -99,6 +102,16 @@ pub fn describe() {
         STORE_BATCHES_SEEDED_TOTAL,
         Unit::Count,
         "Committed batches another replica wrote, taken from the dedup store into this replica's cache."
+    );
+    describe_gauge!(
+        KEY_DEDUP_PRODUCER_LINES,
+        Unit::Count,
+        "Idempotent producer-partitions of key-dedup topics whose sequences the proxy follows."
+    );
+    describe_counter!(
+        KEY_DEDUP_PRODUCER_LINE_EVICTIONS_TOTAL,
+        Unit::Count,
+        "Producer-partitions dropped, by reason: idle, capacity; shifted counts those that held a sequence shift (their producer, should it send again, gets one OUT_OF_ORDER_SEQUENCE_NUMBER)."
     );
     describe_gauge!(
         CONNECTIONS_ACTIVE,
@@ -313,6 +326,12 @@ pub fn record_outcomes(o: &crate::dedup::Outcomes) {
         (KEY_DEDUP_BATCHES_TOTAL, "answered", o.key_batches_answered),
         (
             KEY_DEDUP_BATCHES_TOTAL,
+            "resequenced",
+            o.key_batches_resequenced,
+        ),
+        (KEY_DEDUP_BATCHES_TOTAL, "sequence_gap", o.key_sequence_gaps),
+        (
+            KEY_DEDUP_BATCHES_TOTAL,
             "undecodable",
             o.key_batches_undecodable,
         ),
@@ -349,6 +368,25 @@ pub fn count_store_fallback(what: &'static str, policy: &'static str, n: u32) {
 /// `kdp_store_up`.
 pub fn set_store_up(up: bool) {
     metrics::gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Publishes the producer lines held and their evictions since
+/// `published` (updated here).
+pub fn record_sequences(
+    lines: &crate::dedup::sequence::Sequences,
+    published: &mut crate::dedup::sequence::LineEvictions,
+) {
+    metrics::gauge!(KEY_DEDUP_PRODUCER_LINES).set(lines.len() as f64);
+    let now = lines.evictions();
+    publish_increases(
+        KEY_DEDUP_PRODUCER_LINE_EVICTIONS_TOTAL,
+        [
+            ("idle", now.idle, published.idle),
+            ("capacity", now.capacity, published.capacity),
+            ("shifted", now.shifted, published.shifted),
+        ],
+    );
+    *published = now;
 }
 
 /// Publishes the key cache's size and the evictions since `published`

@@ -25,6 +25,7 @@ pub mod keyed;
 pub mod keys;
 pub mod outcome;
 mod prefetch;
+pub mod sequence;
 pub mod store;
 
 pub use answer::MergeError;

@@ -37,6 +37,12 @@ pub struct Outcomes {
     /// Store lookups of batch windows that failed: the request was
     /// decided by this replica's cache alone (forwarded when unknown).
     pub store_batch_fallbacks: u32,
+    /// Idempotent producers' batches sent with their base sequence lowered
+    /// by records removed from earlier batches.
+    pub key_batches_resequenced: u32,
+    /// Idempotent producers' batches of duplicates only that could not be
+    /// answered in order: the connection was closed.
+    pub key_sequence_gaps: u32,
 }
 
 impl Outcomes {
@@ -65,5 +71,7 @@ impl Outcomes {
         self.key_batches_undecodable += other.key_batches_undecodable;
         self.store_batches_seeded += other.store_batches_seeded;
         self.store_batch_fallbacks += other.store_batch_fallbacks;
+        self.key_batches_resequenced += other.key_batches_resequenced;
+        self.key_sequence_gaps += other.key_sequence_gaps;
     }
 }
