@@ -39,6 +39,15 @@ pub enum OnStoreError {
     Fail,
 }
 
+impl From<OnStoreError> for crate::dedup::OnStoreError {
+    fn from(p: OnStoreError) -> Self {
+        match p {
+            OnStoreError::Forward => crate::dedup::OnStoreError::Forward,
+            OnStoreError::Fail => crate::dedup::OnStoreError::Fail,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,

@@ -30,6 +30,8 @@ pub const STORE_ERRORS_TOTAL: &str = "kdp_store_errors_total";
 pub const STORE_FALLBACKS_TOTAL: &str = "kdp_store_fallbacks_total";
 pub const STORE_UP: &str = "kdp_store_up";
 pub const STORE_BATCHES_SEEDED_TOTAL: &str = "kdp_store_batches_seeded_total";
+pub const STORE_KEYS_SEEDED_TOTAL: &str = "kdp_store_keys_seeded_total";
+pub const STORE_KEY_WAITS_EXPIRED_TOTAL: &str = "kdp_store_key_waits_expired_total";
 pub const KEY_DEDUP_PRODUCER_LINES: &str = "kdp_key_dedup_producer_lines";
 pub const KEY_DEDUP_PRODUCER_LINE_EVICTIONS_TOTAL: &str =
     "kdp_key_dedup_producer_line_evictions_total";
@@ -97,6 +99,16 @@ pub fn describe() {
         STORE_UP,
         Unit::Count,
         "1 when the last dedup store call succeeded, 0 when it failed or no connection is up."
+    );
+    describe_counter!(
+        STORE_KEYS_SEEDED_TOTAL,
+        Unit::Count,
+        "Idempotency keys another replica committed, found in the dedup store and taken into this replica's key cache."
+    );
+    describe_counter!(
+        STORE_KEY_WAITS_EXPIRED_TOTAL,
+        Unit::Count,
+        "Keys still claimed by another replica when the wait bound passed: their records were forwarded (a duplicate may pass)."
     );
     describe_counter!(
         STORE_BATCHES_SEEDED_TOTAL,
@@ -346,6 +358,19 @@ pub fn record_outcomes(o: &crate::dedup::Outcomes) {
     }
     if o.store_batch_fallbacks > 0 {
         count_store_fallback("batch", "forward", o.store_batch_fallbacks);
+    }
+    if o.store_key_fallbacks_forward > 0 {
+        count_store_fallback("key", "forward", o.store_key_fallbacks_forward);
+    }
+    if o.store_key_fallbacks_fail > 0 {
+        count_store_fallback("key", "fail", o.store_key_fallbacks_fail);
+    }
+    if o.store_keys_seeded > 0 {
+        metrics::counter!(STORE_KEYS_SEEDED_TOTAL).increment(u64::from(o.store_keys_seeded));
+    }
+    if o.store_key_waits_expired > 0 {
+        metrics::counter!(STORE_KEY_WAITS_EXPIRED_TOTAL)
+            .increment(u64::from(o.store_key_waits_expired));
     }
 }
 

@@ -134,7 +134,7 @@ impl KeyRules {
 
 impl KeySource {
     /// The idempotency key of `r`, if it has one.
-    fn key_of<'a>(&self, r: &'a Record) -> Option<Cow<'a, [u8]>> {
+    pub(crate) fn key_of<'a>(&self, r: &'a Record) -> Option<Cow<'a, [u8]>> {
         match self {
             KeySource::Header(name) => r
                 .headers

@@ -30,11 +30,20 @@ use tokio::sync::oneshot;
 
 use super::cache::Scope;
 
+mod shared;
+
 const SHARDS: usize = 64;
 
 /// A key's identity: the 128-bit hash of ⟨scope, topic, key bytes⟩.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyId([u64; 2]);
+
+impl KeyId {
+    /// The hash's two words (the store names keys by them).
+    pub fn words(&self) -> [u64; 2] {
+        self.0
+    }
+}
 
 impl KeyId {
     /// The id of `key` in `topic` for `scope`. Each field is length-prefixed
@@ -149,6 +158,8 @@ pub struct KeyCache {
     len: AtomicUsize,
     expired: AtomicU64,
     capacity_evicted: AtomicU64,
+    /// Claims shared with other replicas through the store (keys/shared.rs).
+    shared: shared::SharedClaims,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -171,6 +182,7 @@ impl KeyCache {
             len: AtomicUsize::new(0),
             expired: AtomicU64::new(0),
             capacity_evicted: AtomicU64::new(0),
+            shared: shared::SharedClaims::default(),
         })
     }
 
@@ -294,6 +306,7 @@ impl KeyCache {
             }
         };
         drop(s);
+        self.shared.resolved(id, origin);
         if let Some(Entry::InFlight {
             waiters: Some(ws), ..
         }) = waiters

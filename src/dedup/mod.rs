@@ -26,6 +26,7 @@ pub mod keys;
 pub mod outcome;
 mod prefetch;
 pub mod sequence;
+pub mod shared_keys;
 pub mod store;
 
 pub use answer::MergeError;
@@ -34,7 +35,8 @@ pub use decision::{Decision, MAX_WAIT, Pending, ProduceDedup, Waiting};
 pub use keyed::{KeyRules, KeySource};
 pub use keys::KeyCache;
 pub use outcome::Outcomes;
-pub use store::{DedupStore, MemoryStore, StoreError, StoreFuture, StoredBatch};
+pub use shared_keys::KeyVerdict;
+pub use store::{DedupStore, MemoryStore, OnStoreError, StoreError, StoreFuture, StoredBatch};
 
 /// How far dedup goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,6 +37,14 @@ pub struct Outcomes {
     /// Store lookups of batch windows that failed: the request was
     /// decided by this replica's cache alone (forwarded when unknown).
     pub store_batch_fallbacks: u32,
+    /// Keys another replica committed, taken from the store.
+    pub store_keys_seeded: u32,
+    /// Key claims the store could not be asked about: decided by this
+    /// replica's keys alone (`forward`) or refused (`fail`).
+    pub store_key_fallbacks_forward: u32,
+    pub store_key_fallbacks_fail: u32,
+    /// Keys still held by another replica when the wait bound passed.
+    pub store_key_waits_expired: u32,
     /// Idempotent producers' batches sent with their base sequence lowered
     /// by records removed from earlier batches.
     pub key_batches_resequenced: u32,
@@ -71,6 +79,10 @@ impl Outcomes {
         self.key_batches_undecodable += other.key_batches_undecodable;
         self.store_batches_seeded += other.store_batches_seeded;
         self.store_batch_fallbacks += other.store_batch_fallbacks;
+        self.store_keys_seeded += other.store_keys_seeded;
+        self.store_key_fallbacks_forward += other.store_key_fallbacks_forward;
+        self.store_key_fallbacks_fail += other.store_key_fallbacks_fail;
+        self.store_key_waits_expired += other.store_key_waits_expired;
         self.key_batches_resequenced += other.key_batches_resequenced;
         self.key_sequence_gaps += other.key_sequence_gaps;
     }

@@ -106,7 +106,7 @@ mod tests {
         TopicProduceResponse,
     };
     use crate::codec::record_batch::{SimpleRecord, encode_record_batch};
-    use crate::dedup::store::{DedupStore, MemoryStore, StoreError, StoreFuture, StoredBatch};
+    use crate::dedup::store::{DedupStore, MemoryStore};
     use crate::dedup::{Decision, DedupCache};
 
     fn batch(pid: i64, seq: i32, n: usize) -> Bytes {
@@ -234,23 +234,9 @@ mod tests {
         assert!(a.store_lookups(&acks1, &Scope::Anonymous, key).is_empty());
     }
 
-    /// A store that always fails.
-    #[derive(Debug)]
-    struct Down;
-
-    impl DedupStore for Down {
-        fn load_windows(&self, _: Vec<ProducerPartition>) -> StoreFuture<Vec<Vec<StoredBatch>>> {
-            Box::pin(std::future::ready(Err(StoreError::Timeout)))
-        }
-        fn save_batch(&self, _: ProducerPartition, _: StoredBatch) {}
-        fn is_up(&self) -> bool {
-            false
-        }
-    }
-
     #[tokio::test]
     async fn a_store_that_fails_makes_the_batch_go_to_the_broker() {
-        let store: Arc<dyn DedupStore> = Arc::new(Down);
+        let store: Arc<dyn DedupStore> = Arc::new(crate::dedup::store::Down);
         let b = replica(&store);
         let (decision, out) = decide(&b, &request(batch(7, 0, 3)), &Scope::Anonymous).await;
         assert!(matches!(decision, Decision::Forward(_)));

@@ -29,13 +29,64 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-use super::cache::{BatchId, Committed, ProducerPartition, Scope};
+use super::cache::{BatchId, Committed, ProducerPartition, Scope, TopicKey};
+use super::keys::{KeyId, KeyOrigin};
 
 /// A committed batch as the store holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredBatch {
     pub id: BatchId,
     pub committed: Committed,
+}
+
+/// The key space of one ⟨scope, topic⟩: the keys of one claim share it,
+/// so a Redis Cluster keeps them in one slot (one script per space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeySpace(pub u64);
+
+impl KeySpace {
+    pub fn new(scope: &Scope, topic: &TopicKey) -> KeySpace {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let (kind, name): (u8, std::borrow::Cow<'_, str>) = match scope {
+            Scope::Anonymous => (0, "".into()),
+            Scope::Principal(u) => (1, u.as_ref().into()),
+            Scope::Certificate(c) => (2, c.as_ref().into()),
+            Scope::Connection(id) => (3, id.to_string().into()),
+        };
+        h.update(&[kind]);
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        match topic {
+            TopicKey::Name(n) => {
+                h.update(&[0]);
+                h.update(n.as_bytes());
+            }
+            TopicKey::Id(id) => {
+                h.update(&[1]);
+                h.update(id);
+            }
+        }
+        KeySpace(h.digest())
+    }
+}
+
+/// Who holds a key claim in the store: a replica's id and a number unique
+/// in that replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimToken {
+    pub replica: u64,
+    pub n: u64,
+}
+
+/// A key as the store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredKey {
+    /// Nobody held it: now this claim's token does (until its claim TTL).
+    Claimed,
+    /// Acknowledged by the broker through some replica.
+    Committed(KeyOrigin),
+    /// Another claim holds it: its batch is at the broker now.
+    Held(ClaimToken),
 }
 
 /// Why a store call gave no answer. The caller falls back; the kinds only
@@ -90,6 +141,33 @@ pub trait DedupStore: Send + Sync + std::fmt::Debug {
 
     /// Whether the last calls reached the store (for `/readyz` and logs).
     fn is_up(&self) -> bool;
+
+    /// Claims every key of `keys` that nobody holds for `token`, atomically
+    /// per key across replicas, and tells what it found for each (same
+    /// order). One round trip for all of them, whatever their number.
+    fn claim_keys(
+        &self,
+        keys: Vec<(KeySpace, KeyId)>,
+        token: ClaimToken,
+    ) -> StoreFuture<Vec<StoredKey>>;
+
+    /// Records a key the broker acknowledged (acks=all, NONE), if `token`
+    /// still holds it or nobody does, for the key window. Queued.
+    fn commit_key(&self, space: KeySpace, id: KeyId, token: ClaimToken, origin: KeyOrigin);
+
+    /// Lets go of a claim whose batch failed, if `token` still holds it.
+    /// Queued.
+    fn release_key(&self, space: KeySpace, id: KeyId, token: ClaimToken);
+}
+
+/// What key dedup does when the store cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStoreError {
+    /// Decide with this replica's keys alone (a duplicate may pass).
+    #[default]
+    Forward,
+    /// Answer the batch with a retriable error; the producer sends it again.
+    Fail,
 }
 
 /// Whether a producer-partition of this scope may be shared across
@@ -107,6 +185,9 @@ pub fn shareable(scope: &Scope) -> bool {
 pub struct MemoryStore {
     window: usize,
     windows: Mutex<HashMap<ProducerPartition, VecDeque<StoredBatch>>>,
+    /// Keys without expiry: a claim whose replica vanished stays held
+    /// (the Redis store expires it after its claim TTL).
+    keys: Mutex<HashMap<(KeySpace, KeyId), StoredKey>>,
 }
 
 impl MemoryStore {
@@ -114,6 +195,7 @@ impl MemoryStore {
         MemoryStore {
             window: window.max(1),
             windows: Mutex::default(),
+            keys: Mutex::default(),
         }
     }
 
@@ -151,6 +233,66 @@ impl DedupStore for MemoryStore {
     fn is_up(&self) -> bool {
         true
     }
+
+    fn claim_keys(
+        &self,
+        keys: Vec<(KeySpace, KeyId)>,
+        token: ClaimToken,
+    ) -> StoreFuture<Vec<StoredKey>> {
+        let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let found = keys
+            .into_iter()
+            .map(|k| match map.get(&k) {
+                Some(StoredKey::Held(t)) if *t == token => StoredKey::Claimed,
+                Some(v) => *v,
+                None => {
+                    map.insert(k, StoredKey::Held(token));
+                    StoredKey::Claimed
+                }
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn commit_key(&self, space: KeySpace, id: KeyId, token: ClaimToken, origin: KeyOrigin) {
+        let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&(space, id)) {
+            Some(StoredKey::Held(t)) if *t != token => {}
+            _ => {
+                map.insert((space, id), StoredKey::Committed(origin));
+            }
+        }
+    }
+
+    fn release_key(&self, space: KeySpace, id: KeyId, token: ClaimToken) {
+        let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&(space, id)) == Some(&StoredKey::Held(token)) {
+            map.remove(&(space, id));
+        }
+    }
+}
+
+/// A store that always fails (unit tests of the fallbacks).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Down;
+
+#[cfg(test)]
+impl DedupStore for Down {
+    fn load_windows(&self, _: Vec<ProducerPartition>) -> StoreFuture<Vec<Vec<StoredBatch>>> {
+        Box::pin(std::future::ready(Err(StoreError::Timeout)))
+    }
+    fn save_batch(&self, _: ProducerPartition, _: StoredBatch) {}
+    fn is_up(&self) -> bool {
+        false
+    }
+    fn claim_keys(&self, _: Vec<(KeySpace, KeyId)>, _: ClaimToken) -> StoreFuture<Vec<StoredKey>> {
+        Box::pin(std::future::ready(Err(StoreError::Unavailable(
+            "down".into(),
+        ))))
+    }
+    fn commit_key(&self, _: KeySpace, _: KeyId, _: ClaimToken, _: KeyOrigin) {}
+    fn release_key(&self, _: KeySpace, _: KeyId, _: ClaimToken) {}
 }
 
 /// The batches of `stored` the first level may take: those of the newest

@@ -34,6 +34,7 @@ pub fn dedup_for(config: &Config) -> Result<ProduceDedup, String> {
             timeout: config.dedup_store_timeout(),
             window: config.dedup_window,
             window_ttl: Duration::from_secs(config.cache_idle_ttl_seconds),
+            key_ttl: Duration::from_secs(config.key_dedup_window_seconds),
         });
         tracing::info!(
             store = store.target(),
@@ -50,6 +51,9 @@ pub fn dedup_for(config: &Config) -> Result<ProduceDedup, String> {
         Duration::from_secs(config.key_dedup_window_seconds),
         config.key_dedup_max_keys.max(1),
     );
+    if let Some(store) = dedup.store() {
+        keys.share_through(Arc::clone(store), config.key_dedup_on_store_error.into());
+    }
     let rules = KeyRules::with_sources(rules, keys)?;
     Ok(dedup.with_keys(rules))
 }

@@ -13,6 +13,12 @@
 //!   newest first, expiring after `--cache-idle-ttl-seconds` without writes.
 //!   The hash tag `{S.P}` keeps one producer's partitions in one slot of a
 //!   Redis Cluster, so one request's lookup is one command batch.
+//! * `kdp:k:{K}:I`: idempotency key `I` (the 128-bit hash dedup keys it
+//!   by) of key space `K` (a 64-bit hash of ⟨scope, topic⟩): `f:R:N`
+//!   while replica `R`'s claim `N` holds it (30 s at most), then
+//!   `c:PARTITION:OFFSET` once the broker acknowledged its record, for
+//!   `--key-dedup-window-seconds`. The tag `{K}` keeps one topic's keys in
+//!   one slot: a request's keys are claimed by one script per topic.
 
 pub mod names;
 pub mod redis;
@@ -36,4 +42,7 @@ pub struct StoreSettings {
     pub window: usize,
     /// Expiry of a window after its last write (`--cache-idle-ttl-seconds`).
     pub window_ttl: Duration,
+    /// How long a committed idempotency key is kept
+    /// (`--key-dedup-window-seconds`).
+    pub key_ttl: Duration,
 }

@@ -2,7 +2,8 @@
 //! here): what `store/mod.rs` documents, in one place.
 
 use crate::dedup::cache::{BatchId, Committed, ProducerPartition, Scope, TopicKey};
-use crate::dedup::store::StoredBatch;
+use crate::dedup::keys::{KeyId, KeyOrigin};
+use crate::dedup::store::{ClaimToken, KeySpace, StoredBatch, StoredKey};
 
 /// A 64-bit hash of a dedup scope (length-prefixed fields: no two scopes
 /// hash the same bytes).
@@ -98,6 +99,58 @@ pub fn decode_batch(s: &[u8]) -> Option<StoredBatch> {
     })
 }
 
+/// The hash tag of a key space: all keys of one ⟨scope, topic⟩ in one
+/// Redis Cluster slot, so one script claims them together.
+pub fn key_tag(space: KeySpace) -> String {
+    format!("{:016x}", space.0)
+}
+
+/// `kdp:k:{SPACE}:ID`.
+pub fn key_name(space: KeySpace, id: KeyId) -> String {
+    let [a, b] = id.words();
+    format!("kdp:k:{{{}}}:{a:016x}{b:016x}", key_tag(space))
+}
+
+/// A claim's value: `f:REPLICA:N` (hex).
+pub fn encode_claim(t: ClaimToken) -> String {
+    format!("f:{:x}:{:x}", t.replica, t.n)
+}
+
+/// A committed key's value: `c:PARTITION:OFFSET`.
+pub fn encode_origin(o: KeyOrigin) -> String {
+    format!("c:{}:{}", o.partition, o.offset)
+}
+
+/// What the claim script found for a key: "" is this claim's. A value
+/// this version cannot read counts as held by someone else: the record
+/// waits (bounded), then goes to the broker; it is never dropped on it.
+pub fn decode_key(v: &[u8]) -> StoredKey {
+    let held_by_unknown = StoredKey::Held(ClaimToken {
+        replica: u64::MAX,
+        n: u64::MAX,
+    });
+    if v.is_empty() {
+        return StoredKey::Claimed;
+    }
+    let Ok(s) = std::str::from_utf8(v) else {
+        return held_by_unknown;
+    };
+    let mut f = s.split(':');
+    match (f.next(), f.next(), f.next(), f.next()) {
+        (Some("c"), Some(p), Some(o), None) => match (p.parse(), o.parse::<i64>()) {
+            (Ok(partition), Ok(offset)) => StoredKey::Committed(KeyOrigin { partition, offset }),
+            _ => held_by_unknown,
+        },
+        (Some("f"), Some(r), Some(n), None) => {
+            match (u64::from_str_radix(r, 16), u64::from_str_radix(n, 16)) {
+                (Ok(replica), Ok(n)) => StoredKey::Held(ClaimToken { replica, n }),
+                _ => held_by_unknown,
+            }
+        }
+        _ => held_by_unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -140,6 +193,40 @@ mod tests {
             },
         };
         assert_eq!(decode_batch(encode_batch(&b).as_bytes()), Some(b));
+    }
+
+    #[test]
+    fn key_values_survive_their_text_form() {
+        let t = ClaimToken {
+            replica: u64::MAX - 3,
+            n: 17,
+        };
+        assert_eq!(decode_key(encode_claim(t).as_bytes()), StoredKey::Held(t));
+        let o = KeyOrigin {
+            partition: 3,
+            offset: 1 << 35,
+        };
+        assert_eq!(
+            decode_key(encode_origin(o).as_bytes()),
+            StoredKey::Committed(o)
+        );
+        assert_eq!(decode_key(b""), StoredKey::Claimed);
+        for junk in [&b"c:x:1"[..], b"f:zz:1", b"q", b"\xff", b"c:1:2:3"] {
+            assert!(
+                matches!(decode_key(junk), StoredKey::Held(_)),
+                "{junk:?} must never read as committed"
+            );
+        }
+    }
+
+    #[test]
+    fn one_key_spaces_keys_share_a_hash_tag() {
+        let space = KeySpace::new(&Scope::Anonymous, &TopicKey::Name(Arc::from("orders")));
+        let a = key_name(space, KeyId::new(&Scope::Anonymous, "orders", b"a"));
+        let b = key_name(space, KeyId::new(&Scope::Anonymous, "orders", b"b"));
+        let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_string();
+        assert_eq!(tag(&a), tag(&b));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -29,10 +29,16 @@ use redis::cluster_async::ClusterConnection;
 use redis::{IntoConnectionInfo, Pipeline, RedisResult, Value};
 use tokio::sync::mpsc;
 
-use super::names::{decode_batch, encode_batch, window_key, window_tag};
+use super::names::{
+    decode_batch, decode_key, encode_batch, encode_claim, encode_origin, key_name, key_tag,
+    window_key, window_tag,
+};
 use super::{StoreSettings, StoreTarget};
 use crate::dedup::cache::ProducerPartition;
-use crate::dedup::store::{DedupStore, StoreError, StoreFuture, StoredBatch, shareable};
+use crate::dedup::keys::{KeyId, KeyOrigin};
+use crate::dedup::store::{
+    ClaimToken, DedupStore, KeySpace, StoreError, StoreFuture, StoredBatch, StoredKey, shareable,
+};
 use crate::metrics as m;
 
 /// Writes queued before new ones are dropped: at 100k acknowledged
@@ -45,10 +51,49 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How long a key claim holds without its replica resolving it (a replica
+/// that died mid-request): past it another replica may claim the key.
+/// Waiters give up sooner (`dedup::shared_keys::KEY_WAIT_MAX`).
+const CLAIM_TTL_MS: u64 = 30_000;
+
+/// Claims each key of KEYS that nobody holds for ARGV[1] (PX ARGV[2]);
+/// returns per key "" (claimed now, or already by ARGV[1]) or the value
+/// found (another claim, or a committed origin). Atomic: one script.
+const CLAIM_SCRIPT: &str = r#"
+local out = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('SET', k, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = ''
+  else
+    local v = redis.call('GET', k)
+    if v == ARGV[1] then out[i] = '' else out[i] = v or '' end
+  end
+end
+return out
+"#;
+
+/// Commits KEYS[1] as ARGV[2] for the window (PX ARGV[3]) if claim ARGV[1]
+/// holds it or nobody does; a key another claim holds or another replica
+/// committed first is left alone.
+const COMMIT_SCRIPT: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if (not v) or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"#;
+
+/// Deletes KEYS[1] if claim ARGV[1] holds it.
+const RELEASE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"#;
+
 /// Metric `op` labels.
 mod op {
     pub const LOAD_WINDOWS: &str = "load_windows";
     pub const SAVE_BATCHES: &str = "save_batches";
+    pub const CLAIM_KEYS: &str = "claim_keys";
     pub const PING: &str = "ping";
 }
 
@@ -71,11 +116,10 @@ impl Conn {
     }
 }
 
-/// One queued write.
+/// One queued write: its commands, and the hash tag they share.
 struct Write {
     tag: String,
-    key: String,
-    value: String,
+    cmds: Vec<redis::Cmd>,
 }
 
 struct Inner {
@@ -83,6 +127,7 @@ struct Inner {
     timeout: Duration,
     window: usize,
     window_ttl_ms: u64,
+    key_ttl_ms: u64,
     up: AtomicBool,
     target: String,
 }
@@ -237,6 +282,7 @@ impl RedisStore {
                 .window_ttl
                 .as_millis()
                 .clamp(1000, u64::MAX as u128) as u64,
+            key_ttl_ms: settings.key_ttl.as_millis().clamp(1000, u64::MAX as u128) as u64,
             up: AtomicBool::new(false),
             target: settings.target.redacted(),
         });
@@ -244,6 +290,12 @@ impl RedisStore {
         tokio::spawn(supervise(Arc::clone(&inner), settings));
         tokio::spawn(write_loop(Arc::clone(&inner), rx));
         RedisStore { inner, writes: tx }
+    }
+
+    fn queue(&self, w: Write) {
+        if self.writes.try_send(w).is_err() {
+            m::count_store_error(op::SAVE_BATCHES, "overflow");
+        }
     }
 
     /// The target without credentials, for logs and `/readyz`.
@@ -315,18 +367,14 @@ async fn supervise(inner: Arc<Inner>, settings: StoreSettings) {
 
 /// Pipelines of the queued writes: one per hash tag on a cluster, one in
 /// all on a single node.
-fn write_pipes(inner: &Inner, cluster: bool, writes: Vec<Write>) -> Vec<Pipeline> {
+fn write_pipes(cluster: bool, writes: Vec<Write>) -> Vec<Pipeline> {
     let mut by_tag: HashMap<String, Pipeline> = HashMap::new();
-    let last = inner.window as isize - 1;
     for w in writes {
         let tag = if cluster { w.tag } else { String::new() };
         let p = by_tag.entry(tag).or_insert_with(redis::pipe);
-        p.cmd("LPUSH").arg(&w.key).arg(&w.value).ignore();
-        p.cmd("LTRIM").arg(&w.key).arg(0).arg(last).ignore();
-        p.cmd("PEXPIRE")
-            .arg(&w.key)
-            .arg(inner.window_ttl_ms)
-            .ignore();
+        for c in w.cmds {
+            p.add_command(c).ignore();
+        }
     }
     by_tag.into_values().collect()
 }
@@ -337,7 +385,7 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>) {
         let writes = std::mem::take(&mut buf);
         let n = writes.len();
         let cluster = inner.conn().is_some_and(|c| c.is_cluster());
-        let pipes = write_pipes(&inner, cluster, writes);
+        let pipes = write_pipes(cluster, writes);
         if let Err(e) = inner.run(op::SAVE_BATCHES, pipes).await {
             tracing::debug!(error = %e, batches = n, "committed batches not written to the dedup store");
         }
@@ -399,14 +447,109 @@ impl DedupStore for RedisStore {
         if !shareable(&key.scope) {
             return;
         }
-        let w = Write {
+        let name = window_key(&key);
+        let mut push = redis::cmd("LPUSH");
+        push.arg(&name).arg(encode_batch(&batch));
+        let mut trim = redis::cmd("LTRIM");
+        trim.arg(&name).arg(0).arg(self.inner.window as isize - 1);
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg(&name).arg(self.inner.window_ttl_ms);
+        self.queue(Write {
             tag: window_tag(&key),
-            key: window_key(&key),
-            value: encode_batch(&batch),
-        };
-        if self.writes.try_send(w).is_err() {
-            m::count_store_error(op::SAVE_BATCHES, "overflow");
-        }
+            cmds: vec![push, trim, expire],
+        });
+    }
+
+    fn claim_keys(
+        &self,
+        keys: Vec<(KeySpace, KeyId)>,
+        token: ClaimToken,
+    ) -> StoreFuture<Vec<StoredKey>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            // One script per key space (one hash tag, one slot), all sent
+            // in one pipeline on a single node, side by side on a cluster.
+            let mut spaces: Vec<KeySpace> = Vec::new();
+            let mut members: Vec<Vec<usize>> = Vec::new();
+            for (i, (space, _)) in keys.iter().enumerate() {
+                match spaces.iter().position(|s| s == space) {
+                    Some(j) => members[j].push(i),
+                    None => {
+                        spaces.push(*space);
+                        members.push(vec![i]);
+                    }
+                }
+            }
+            let cluster = inner.conn().is_some_and(|c| c.is_cluster());
+            let claim = encode_claim(token);
+            let mut pipes: Vec<Pipeline> = Vec::new();
+            let mut at: Vec<(usize, usize)> = Vec::new();
+            for (j, space) in spaces.iter().enumerate() {
+                if cluster || pipes.is_empty() {
+                    pipes.push(redis::pipe());
+                }
+                let p = pipes.len() - 1;
+                let pipe = &mut pipes[p];
+                let cmd = pipe.cmd("EVAL").arg(CLAIM_SCRIPT).arg(members[j].len());
+                for &i in &members[j] {
+                    cmd.arg(key_name(*space, keys[i].1));
+                }
+                cmd.arg(&claim).arg(CLAIM_TTL_MS);
+                let index = pipe.cmd_iter().count() - 1;
+                at.push((p, index));
+            }
+            let answers = inner.run(op::CLAIM_KEYS, pipes).await?;
+            let mut found = vec![None; keys.len()];
+            for (j, &(p, index)) in at.iter().enumerate() {
+                let Some(Value::Array(items)) = answers.get(p).and_then(|a| a.get(index)) else {
+                    return Err(StoreError::Failed("claim script answered no list".into()));
+                };
+                if items.len() != members[j].len() {
+                    return Err(StoreError::Failed(
+                        "claim script answered a short list".into(),
+                    ));
+                }
+                for (&i, v) in members[j].iter().zip(items) {
+                    let bytes: &[u8] = match v {
+                        Value::BulkString(b) => b,
+                        Value::SimpleString(s) => s.as_bytes(),
+                        _ => b"",
+                    };
+                    found[i] = Some(decode_key(bytes));
+                }
+            }
+            // Every position was filled above (lengths checked).
+            Ok(found
+                .into_iter()
+                .map(|f| f.unwrap_or(StoredKey::Claimed))
+                .collect())
+        })
+    }
+
+    fn commit_key(&self, space: KeySpace, id: KeyId, token: ClaimToken, origin: KeyOrigin) {
+        let mut c = redis::cmd("EVAL");
+        c.arg(COMMIT_SCRIPT)
+            .arg(1)
+            .arg(key_name(space, id))
+            .arg(encode_claim(token))
+            .arg(encode_origin(origin))
+            .arg(self.inner.key_ttl_ms);
+        self.queue(Write {
+            tag: key_tag(space),
+            cmds: vec![c],
+        });
+    }
+
+    fn release_key(&self, space: KeySpace, id: KeyId, token: ClaimToken) {
+        let mut c = redis::cmd("EVAL");
+        c.arg(RELEASE_SCRIPT)
+            .arg(1)
+            .arg(key_name(space, id))
+            .arg(encode_claim(token));
+        self.queue(Write {
+            tag: key_tag(space),
+            cmds: vec![c],
+        });
     }
 
     fn is_up(&self) -> bool {

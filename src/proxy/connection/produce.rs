@@ -16,7 +16,7 @@ use crate::codec::header::{
     self, RequestHeader, put_request_header, request_header_version, response_header_version,
 };
 use crate::codec::produce::{self, ProduceRequest, ProduceResponse};
-use crate::dedup::{Decision, Outcomes};
+use crate::dedup::{Decision, KeyVerdict, Outcomes};
 use crate::metrics as kdp_metrics;
 use crate::proxy::error::{ClientFault, Close, Refusal};
 
@@ -69,9 +69,31 @@ pub(super) async fn handle_produce(
     if !lookups.is_empty() {
         kdp_metrics::record_outcomes(&shared.dedup.prefetch(lookups).await);
     }
+    // Idempotency keys this replica cannot judge alone: claimed in the
+    // store in one round trip (waiting, bounded, for keys another replica
+    // holds), or refused under --key-dedup-on-store-error fail.
+    let (verdict, outcomes) = shared
+        .dedup
+        .claim_shared_keys(
+            &req,
+            &scope,
+            |t| shared.topics.key_for(t),
+            tokio::time::sleep,
+        )
+        .await;
+    kdp_metrics::record_outcomes(&outcomes);
+    let claimed = match verdict {
+        KeyVerdict::Proceed { claimed } => claimed,
+        KeyVerdict::Refuse(resp) => {
+            return s
+                .reply_now(response_frame(header.correlation_id, version, &resp))
+                .await;
+        }
+    };
     let (decision, outcomes) = shared
         .dedup
         .decide(req, &scope, |t| shared.topics.key_for(t));
+    shared.dedup.settle_store_claims(&claimed);
     kdp_metrics::record_outcomes(&outcomes);
     match decision {
         Decision::Wait(waiting) if waiting.in_order() => {
