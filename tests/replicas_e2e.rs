@@ -142,6 +142,138 @@ async fn the_same_through_a_redis_cluster() {
     batch_committed_on_a_answered_by_b(&redis_cluster_url(), "replica-batch-cluster").await;
 }
 
+/// The Java client producing keyed records (keys `k<start>`.. on the
+/// record key), acks=all without idempotence, as an application instance.
+async fn java_produce(bootstrap: &str, topic: &str, start: u32, count: u32, codec: &str) {
+    let out = harness(&[
+        "produce",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--start",
+        &start.to_string(),
+        "--count",
+        &count.to_string(),
+        "--size",
+        "120",
+        "--acks",
+        "all",
+        "--idempotence",
+        "false",
+        "--key-prefix",
+        "k",
+        "--linger-ms",
+        "5",
+        "--extra",
+        &format!("compression.type={codec}"),
+    ])
+    .await;
+    assert_eq!(out["acked"], count, "{out}");
+    assert!(out["errors"].as_array().unwrap().is_empty(), "{out}");
+}
+
+/// (records, distinct values) of the whole topic.
+async fn java_read_all(bootstrap: &str, topic: &str) -> (u64, u64) {
+    let out = harness(&[
+        "consume",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--timeout-ms",
+        "60000",
+    ])
+    .await;
+    let records = out["records"].as_array().unwrap();
+    let distinct: std::collections::HashSet<_> =
+        records.iter().map(|r| r["v"].to_string()).collect();
+    (out["count"].as_u64().unwrap(), distinct.len() as u64)
+}
+
+async fn overlapping_keys_through_two_replicas(store_url: &str, name: &str) {
+    let _g = cluster_lock().read().await;
+    let mut c = Checks::new();
+    let topic = unique(name);
+    create_topic(&topic, 3).await;
+    // A generous store timeout: this scenario is about claims racing
+    // across replicas, not about a slow store (a call past its timeout is
+    // a fallback, under which a duplicate may pass by design).
+    let args = [
+        "--dedup-store",
+        store_url,
+        "--dedup-store-timeout-ms",
+        "2000",
+        "--key-dedup-topics",
+        &topic,
+        "--key-dedup-source",
+        "key",
+    ];
+    let a = ProxyProcess::start(&cluster().bootstrap, &args).await;
+    let b = ProxyProcess::start(&cluster().bootstrap, &args).await;
+    // Keys 0..5,999 through A and 3,000..8,999 through B at the same time:
+    // the 3,000 shared keys race across the replicas.
+    let t = Instant::now();
+    let (ba, bb) = (a.bootstrap(), b.bootstrap());
+    tokio::join!(
+        java_produce(&ba, &topic, 0, 6_000, "lz4"),
+        java_produce(&bb, &topic, 3_000, 6_000, "none"),
+    );
+    let produce_s = secs(t.elapsed());
+    let (count, distinct) = java_read_all(&a.bootstrap(), &topic).await;
+    c.eq(
+        (count, distinct),
+        (9_000, 9_000),
+        "records and distinct keys in the topic",
+    );
+    let m = async |p: &ProxyProcess, name: &str, label: &str| p.metric(name, label).await;
+    let dup = "outcome=\"duplicate\"";
+    let ra = m(&a, "kdp_key_dedup_records_total", dup).await;
+    let rb = m(&b, "kdp_key_dedup_records_total", dup).await;
+    c.eq(
+        ra + rb,
+        3_000.0,
+        "records removed by the two replicas together",
+    );
+    let claim = "op=\"claim_keys\"";
+    let ca = m(&a, "kdp_store_request_duration_seconds_count", claim).await;
+    let cb = m(&b, "kdp_store_request_duration_seconds_count", claim).await;
+    let pa = m(&a, "kdp_requests_total", "api=\"produce\"").await;
+    let pb = m(&b, "kdp_requests_total", "api=\"produce\"").await;
+    c.positive(ca + cb, "key claims sent to the store");
+    let waits = a.metric("kdp_store_key_waits_expired_total", "").await
+        + b.metric("kdp_store_key_waits_expired_total", "").await;
+    let errors =
+        a.metric("kdp_store_errors_total", "").await + b.metric("kdp_store_errors_total", "").await;
+    report(
+        name,
+        json!({
+            "store": store_url,
+            "records": count,
+            "distinct": distinct,
+            "removed_by_a": ra,
+            "removed_by_b": rb,
+            "produce_requests": pa + pb,
+            "store_claim_calls_incl_polls": ca + cb,
+            "key_waits_expired": waits,
+            "store_errors": errors,
+            "produce_s": produce_s,
+        }),
+        c,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_producers_on_two_replicas_with_overlapping_keys_write_each_key_once() {
+    overlapping_keys_through_two_replicas(&redis_url(), "replica-keys-single").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_keys_race_through_a_redis_cluster() {
+    overlapping_keys_through_two_replicas(&redis_cluster_url(), "replica-keys-cluster").await;
+}
+
 const MESSAGES: usize = 3000;
 const THROUGHPUT: usize = 300;
 

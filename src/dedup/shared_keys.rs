@@ -12,7 +12,10 @@
 //! * held by another replica (its batch is at the broker now): asked
 //!   again every [`POLL`] until it is committed or released, for at most
 //!   the request's timeout and [`KEY_WAIT_MAX`]; past that the record is
-//!   forwarded (a duplicate may pass; never a lost record).
+//!   forwarded (a duplicate may pass; never a lost record). Claims are
+//!   ordered by token (wait-die): a request that meets a claim older than
+//!   its own lets go of the keys it claimed in that round before waiting,
+//!   so two requests never wait for each other's keys.
 //!
 //! A store that cannot be asked: `OnStoreError::Forward` decides with this
 //! replica's keys alone; `Fail` answers every partition of the request with
@@ -127,13 +130,19 @@ impl ProduceDedup {
         let Some((store, policy)) = cache.store() else {
             return (KeyVerdict::Proceed { claimed }, out);
         };
-        let token = cache.new_claim_token();
+        let mut token = cache.new_claim_token();
         let bound = Duration::from_millis(req.timeout_ms.max(0) as u64).min(KEY_WAIT_MAX);
         let started = Instant::now();
         loop {
             let found = match store.claim_keys(pending.clone(), token).await {
                 Ok(f) if f.len() == pending.len() => f,
                 Ok(_) | Err(_) => {
+                    // The call may have claimed some keys before it failed
+                    // (a timeout after the script ran): let go of them, so
+                    // no other replica waits on a claim nobody follows.
+                    for (space, id) in &pending {
+                        store.release_key(*space, *id, token);
+                    }
                     match policy {
                         OnStoreError::Forward => out.store_key_fallbacks_forward += 1,
                         OnStoreError::Fail => {
@@ -145,20 +154,38 @@ impl ProduceDedup {
                     break;
                 }
             };
+            let mut won = Vec::new();
             let mut still = Vec::new();
+            let mut yields = false;
             for ((space, id), state) in pending.into_iter().zip(found) {
                 match state {
-                    StoredKey::Claimed => {
-                        cache.claimed_in_store(id, space, token);
-                        claimed.push(id);
-                    }
+                    StoredKey::Claimed => won.push((space, id)),
                     StoredKey::Committed(origin) => {
                         cache.seed(id, origin);
                         out.store_keys_seeded += 1;
                     }
                     // This replica's own claim: its cache decides.
                     StoredKey::Held(t) if t.replica == token.replica => {}
-                    StoredKey::Held(_) => still.push((space, id)),
+                    StoredKey::Held(t) => {
+                        yields |= (t.n, t.replica) < (token.n, token.replica);
+                        still.push((space, id));
+                    }
+                }
+            }
+            if yields {
+                // Wait-die: a request that meets an older claim lets go of
+                // what it claimed this round and asks again under a new
+                // token, so two requests never hold keys while waiting for
+                // each other's.
+                for (space, id) in &won {
+                    store.release_key(*space, *id, token);
+                }
+                still.extend(won);
+                token = cache.new_claim_token();
+            } else {
+                for (space, id) in won {
+                    cache.claimed_in_store(id, space, token);
+                    claimed.push(id);
                 }
             }
             pending = still;
