@@ -290,7 +290,22 @@ where
     let mut c = Checks::new();
     let topic = unique(name);
     create_replicated_topic(&topic, 3).await;
-    let proxy = ProxyProcess::start(&cluster().bootstrap, &["--dedup-store", store_url]).await;
+    // Key dedup on the topic too (every record its own content key), with
+    // the default policy: a store that cannot be asked is forwarded past.
+    let proxy = ProxyProcess::start(
+        &cluster().bootstrap,
+        &[
+            "--dedup-store",
+            store_url,
+            "--key-dedup-topics",
+            &topic,
+            "--key-dedup-source",
+            "content",
+            "--key-dedup-on-store-error",
+            "forward",
+        ],
+    )
+    .await;
     let up_before = proxy.metric("kdp_store_up", "").await;
     let mut producer =
         VerifiableProducer::start(&proxy.bootstrap(), &topic, MESSAGES, THROUGHPUT, &[]).await;
@@ -316,6 +331,13 @@ where
     }
     let errors = proxy.metric("kdp_store_errors_total", "").await;
     let fallbacks = proxy.metric("kdp_store_fallbacks_total", "").await;
+    let key_fallbacks = proxy
+        .metric(
+            "kdp_store_fallbacks_total",
+            "what=\"key\",policy=\"forward\"",
+        )
+        .await;
+    let claims = store_calls(&proxy, "claim_keys").await;
     let saves_after = saved_ok(&proxy).await;
     let verdict = verify_delivery(&proxy.bootstrap(), &topic, &out.acked).await;
     verdict.check(&mut c, &out, MESSAGES);
@@ -330,10 +352,13 @@ where
         "committed batches written after the fault",
     );
     c.eq(proxy.starts, 1, "proxy starts");
+    c.positive(claims, "key claims sent to the store");
     let mut r = verdict.json();
     r["fault"] = json!(what);
     r["store_errors"] = json!(errors);
     r["store_fallbacks"] = json!(fallbacks);
+    r["key_fallbacks_forward"] = json!(key_fallbacks);
+    r["key_claim_calls"] = json!(claims);
     r["send_errors"] = json!(out.errors.len());
     r["duration_s"] = json!(secs(t0.elapsed()));
     report(name, r, c);
