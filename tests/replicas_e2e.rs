@@ -239,6 +239,8 @@ async fn overlapping_keys_through_two_replicas(store_url: &str, name: &str) {
     let claim = "op=\"claim_keys\"";
     let ca = m(&a, "kdp_store_request_duration_seconds_count", claim).await;
     let cb = m(&b, "kdp_store_request_duration_seconds_count", claim).await;
+    let claim_s = m(&a, "kdp_store_request_duration_seconds_sum", claim).await
+        + m(&b, "kdp_store_request_duration_seconds_sum", claim).await;
     let pa = m(&a, "kdp_requests_total", "api=\"produce\"").await;
     let pb = m(&b, "kdp_requests_total", "api=\"produce\"").await;
     c.positive(ca + cb, "key claims sent to the store");
@@ -256,6 +258,7 @@ async fn overlapping_keys_through_two_replicas(store_url: &str, name: &str) {
             "removed_by_b": rb,
             "produce_requests": pa + pb,
             "store_claim_calls_incl_polls": ca + cb,
+            "claim_call_avg_ms": (claim_s / (ca + cb).max(1.0) * 10_000.0).round() / 10.0,
             "key_waits_expired": waits,
             "store_errors": errors,
             "produce_s": produce_s,
