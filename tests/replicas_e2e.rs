@@ -283,7 +283,7 @@ const THROUGHPUT: usize = 300;
 /// A producer through a replica whose store goes away mid-run: `fault`
 /// breaks and repairs it. Nothing may be lost or fail, and the replica
 /// must find its store again by itself.
-async fn store_fault_mid_run<F, Fut>(store_url: &str, name: &str, fault: F)
+async fn store_fault_mid_run<F, Fut>(store_url: &str, name: &str, policy: &str, fault: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = (String, Box<dyn std::any::Any + Send>)>,
@@ -294,7 +294,7 @@ where
     let topic = unique(name);
     create_replicated_topic(&topic, 3).await;
     // Key dedup on the topic too (every record its own content key), with
-    // the default policy: a store that cannot be asked is forwarded past.
+    // `policy` for a store that cannot be asked.
     let proxy = ProxyProcess::start(
         &cluster().bootstrap,
         &[
@@ -305,7 +305,7 @@ where
             "--key-dedup-source",
             "content",
             "--key-dedup-on-store-error",
-            "forward",
+            policy,
         ],
     )
     .await;
@@ -337,7 +337,7 @@ where
     let key_fallbacks = proxy
         .metric(
             "kdp_store_fallbacks_total",
-            "what=\"key\",policy=\"forward\"",
+            &format!("what=\"key\",policy=\"{policy}\""),
         )
         .await;
     let claims = store_calls(&proxy, "claim_keys").await;
@@ -356,11 +356,18 @@ where
     );
     c.eq(proxy.starts, 1, "proxy starts");
     c.positive(claims, "key claims sent to the store");
+    if name.contains("kill") {
+        c.positive(
+            key_fallbacks,
+            &format!("key fallbacks under policy {policy}"),
+        );
+    }
     let mut r = verdict.json();
     r["fault"] = json!(what);
     r["store_errors"] = json!(errors);
     r["store_fallbacks"] = json!(fallbacks);
-    r["key_fallbacks_forward"] = json!(key_fallbacks);
+    r["policy"] = json!(policy);
+    r["key_fallbacks"] = json!(key_fallbacks);
     r["key_claim_calls"] = json!(claims);
     r["send_errors"] = json!(out.errors.len());
     r["duration_s"] = json!(secs(t0.elapsed()));
@@ -371,7 +378,29 @@ where
 async fn redis_sigkilled_and_restarted_mid_run_loses_nothing_and_the_proxy_reconnects() {
     let mut redis = OwnRedis::start().await;
     let url = redis.url();
-    store_fault_mid_run(&url, "replica-redis-kill", || async move {
+    store_fault_mid_run(&url, "replica-redis-kill", "forward", || async move {
+        redis.kill().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        redis.restart().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let what = format!(
+            "redis-server on {} SIGKILLed, restarted 3 s later",
+            redis.port
+        );
+        (what, Box::new(redis) as Box<dyn std::any::Any + Send>)
+    })
+    .await;
+}
+
+/// The same kill under `--key-dedup-on-store-error fail`: while Redis is
+/// gone the proxy refuses key-dedup batches with NOT_ENOUGH_REPLICAS, which
+/// the idempotent Java producer retries; it completes once Redis is back,
+/// with no send error and nothing lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_fail_policy_a_killed_redis_costs_retries_not_records() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    store_fault_mid_run(&url, "replica-redis-kill-fail", "fail", || async move {
         redis.kill().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         redis.restart().await;
@@ -389,7 +418,7 @@ async fn redis_sigkilled_and_restarted_mid_run_loses_nothing_and_the_proxy_recon
 async fn a_redis_cluster_primary_failover_mid_run_loses_nothing() {
     let url = redis_cluster_url();
     let ports = cluster_ports(&url);
-    store_fault_mid_run(&url, "replica-redis-failover", || async move {
+    store_fault_mid_run(&url, "replica-redis-failover", "forward", || async move {
         // Every primary in turn: whichever holds this producer's windows.
         let mut done = Vec::new();
         for port in primaries(ports[0]).await {
