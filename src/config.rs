@@ -35,7 +35,7 @@ impl From<DedupMode> for crate::dedup::Mode {
 pub enum OnStoreError {
     /// Forward the records (availability first: a duplicate may pass).
     Forward,
-    /// Answer the producer with a retriable error (REQUEST_TIMED_OUT).
+    /// Answer the producer with a retriable error (NOT_ENOUGH_REPLICAS: not written, retried by every client).
     Fail,
 }
 
@@ -158,7 +158,8 @@ pub struct Config {
     pub dedup_store: Option<String>,
 
     /// File holding the dedup store's password (one line; a Kubernetes
-    /// Secret mounted as a file). Overrides a password in the URL.
+    /// Secret mounted as a file). Overrides a password in the URL;
+    /// KDP_DEDUP_STORE_PASSWORD, when set, overrides the file.
     #[arg(long, env = "KDP_DEDUP_STORE_PASSWORD_FILE", requires = "dedup_store")]
     pub dedup_store_password_file: Option<PathBuf>,
 
@@ -169,7 +170,7 @@ pub struct Config {
 
     /// Key dedup when the store cannot be asked: `forward` the records
     /// (a duplicate may pass) or `fail` the batch with a retriable error
-    /// (REQUEST_TIMED_OUT) so the producer retries.
+    /// (NOT_ENOUGH_REPLICAS) so the producer retries.
     #[arg(long, env = "KDP_KEY_DEDUP_ON_STORE_ERROR", value_enum, default_value_t = OnStoreError::Forward)]
     pub key_dedup_on_store_error: OnStoreError,
 
