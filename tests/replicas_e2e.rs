@@ -15,7 +15,8 @@ use common::cluster_faults::{PausedBroker, create_replicated_topic, leader_of};
 use common::proxy_process::ProxyProcess;
 use common::raw::{PRODUCE_VERSION, batch, first_partition, init_producer_id, produce_request};
 use common::redis::{
-    OwnRedis, SlowRelay, cluster_ports, failover, primaries, redis_cluster_url, redis_url,
+    OwnRedis, SlowRelay, cluster_ports, failover, primaries, redis_cluster_lock, redis_cluster_url,
+    redis_url,
 };
 use common::report::{Checks, report, secs};
 use common::verifiable::{VerifiableProducer, verify_delivery};
@@ -139,6 +140,7 @@ async fn a_batch_committed_through_replica_a_is_answered_by_replica_b_while_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_through_a_redis_cluster() {
+    let _r = redis_cluster_lock().read().await;
     batch_committed_on_a_answered_by_b(&redis_cluster_url(), "replica-batch-cluster").await;
 }
 
@@ -274,6 +276,7 @@ async fn two_producers_on_two_replicas_with_overlapping_keys_write_each_key_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_keys_race_through_a_redis_cluster() {
+    let _r = redis_cluster_lock().read().await;
     overlapping_keys_through_two_replicas(&redis_cluster_url(), "replica-keys-cluster").await;
 }
 
@@ -416,6 +419,7 @@ async fn under_the_fail_policy_a_killed_redis_costs_retries_not_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_primary_failover_mid_run_loses_nothing() {
+    let _w = redis_cluster_lock().write().await;
     let url = redis_cluster_url();
     let ports = cluster_ports(&url);
     store_fault_mid_run(&url, "replica-redis-failover", "forward", || async move {

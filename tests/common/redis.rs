@@ -26,6 +26,14 @@ pub fn redis_cluster_url() -> String {
     env_url("KDP_REDIS_CLUSTER_URL", "scripts/redis start --cluster")
 }
 
+/// Serialises the test that fails the shared Redis Cluster over (write)
+/// against the tests of this binary that use it (read): a claim that meets
+/// a failover may time out and fall back, by design.
+pub fn redis_cluster_lock() -> &'static tokio::sync::RwLock<()> {
+    static LOCK: std::sync::OnceLock<tokio::sync::RwLock<()>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| tokio::sync::RwLock::new(()))
+}
+
 /// Runs `redis-cli -p PORT ARGS...` and returns its stdout.
 pub async fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
