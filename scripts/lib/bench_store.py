@@ -34,8 +34,10 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDS = int(os.environ.get("BENCH_STORE_RECORDS", "200000"))
 ROUNDS = int(os.environ.get("BENCH_STORE_ROUNDS", "3"))
-PROXIES = {"off": ("127.0.0.1:39692", "127.0.0.1:39700"),
-           "on": ("127.0.0.1:39792", "127.0.0.1:39800")}
+# Below the ephemeral port range (32768-60999 by default on Linux), so no
+# client connection holds one of them.
+PROXIES = {"off": ("127.0.0.1:29692", "127.0.0.1:29700"),
+           "on": ("127.0.0.1:29792", "127.0.0.1:29800")}
 
 
 def kafka_run(*args):
@@ -95,8 +97,10 @@ def start_proxy(proxy_bin, bootstrap, redis_url, mode, out_dir):
 def main():
     out_dir, proxy_bin, bootstrap, redis_url = sys.argv[1:5]
     os.makedirs(out_dir, exist_ok=True)
-    procs = {m: start_proxy(proxy_bin, bootstrap, redis_url, m, out_dir) for m in PROXIES}
+    procs = {}
     try:
+        for m in PROXIES:
+            procs[m] = start_proxy(proxy_bin, bootstrap, redis_url, m, out_dir)
         for t in ["perf-direct", "perf-off", "perf-on", "keyed-off", "keyed-on"]:
             harness("create-topic", "--bootstrap", bootstrap, "--topic", t, "--partitions", "3")
         batches, keys = {}, {}
