@@ -98,7 +98,7 @@ pub fn describe() {
     describe_gauge!(
         STORE_UP,
         Unit::Count,
-        "1 when the last dedup store call succeeded, 0 when it failed or no connection is up."
+        "1 when the last dedup store call succeeded; 0 when one failed, a ping went unanswered within the timeout, or no connection is up."
     );
     describe_counter!(
         STORE_KEYS_SEEDED_TOTAL,

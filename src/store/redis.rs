@@ -14,9 +14,10 @@
 //! * On a cluster, one pipeline per hash tag (a command batch may not cross
 //!   slots), all sent at once: still one round trip of wall time.
 //! * A ping every second keeps `kdp_store_up` and `/readyz` current
-//!   without traffic; two failed pings in a row drop the connection and
-//!   make a new one (with backoff), so a Redis that was killed and
-//!   restarted is found again without a proxy restart.
+//!   without traffic; two failed pings in a row (or ten unanswered within
+//!   the timeout) drop the connection and make a new one (with backoff),
+//!   so a Redis that was killed and restarted is found again without a
+//!   proxy restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -304,9 +305,13 @@ impl RedisStore {
     }
 }
 
-/// Consecutive failed pings after which the connection is dropped and
-/// made anew (the client's own reconnect gives up after a failed attempt).
+/// Consecutive failed pings (an error: refused, reset, closed) after which
+/// the connection is dropped and made anew (the client's own reconnect
+/// gives up after one failed attempt).
 const PINGS_BEFORE_RECONNECT: u32 = 2;
+/// Consecutive pings past the timeout after which the same is done: a slow
+/// store is not reconnected every other second, a silent one is.
+const SLOW_PINGS_BEFORE_RECONNECT: u32 = 10;
 
 /// Connects (in the background, with backoff), pings every second, and
 /// drops and remakes a connection whose pings keep failing: a store that
@@ -314,7 +319,7 @@ const PINGS_BEFORE_RECONNECT: u32 = 2;
 async fn supervise(inner: Arc<Inner>, settings: StoreSettings) {
     let mut backoff = Duration::from_millis(100);
     let mut logged = false;
-    let mut failed_pings = 0;
+    let (mut failed_pings, mut slow_pings) = (0, 0);
     loop {
         if inner.conn().is_none() {
             let attempt = tokio::time::timeout(
@@ -332,7 +337,7 @@ async fn supervise(inner: Arc<Inner>, settings: StoreSettings) {
                     inner.mark(true);
                     backoff = Duration::from_millis(100);
                     logged = false;
-                    failed_pings = 0;
+                    (failed_pings, slow_pings) = (0, 0);
                 }
                 failed => {
                     inner.mark(false);
@@ -354,10 +359,16 @@ async fn supervise(inner: Arc<Inner>, settings: StoreSettings) {
         let mut p = redis::pipe();
         p.cmd("PING");
         match inner.run(op::PING, vec![p]).await {
-            Ok(_) => failed_pings = 0,
+            Ok(_) => (failed_pings, slow_pings) = (0, 0),
+            Err(StoreError::Timeout) => {
+                // Not answering within the timeout is down, as far as
+                // requests can tell (`kdp_store_up`, `/readyz`).
+                slow_pings += 1;
+                inner.mark(false);
+            }
             Err(_) => failed_pings += 1,
         }
-        if failed_pings >= PINGS_BEFORE_RECONNECT {
+        if failed_pings >= PINGS_BEFORE_RECONNECT || slow_pings >= SLOW_PINGS_BEFORE_RECONNECT {
             tracing::debug!(store = %inner.target, "dedup store pings failing; connecting anew");
             *inner.conn.write().unwrap_or_else(|e| e.into_inner()) = None;
             inner.mark(false);
