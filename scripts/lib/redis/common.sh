@@ -92,7 +92,7 @@ dir_pid() {
     [[ -f "$dir/pid" ]] || return 0
     pid="$(cat "$dir/pid")"
     [[ -n "$pid" ]] || return 0
-    if kill -0 "$pid" 2>/dev/null \
+    if pid_alive "$pid" \
         && [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == */redis-* ]] \
         && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/redis.conf"; then
         echo "$pid"
@@ -133,6 +133,12 @@ rcli_timeout() {
 
 url_scheme() { if tls_on; then echo rediss; else echo redis; fi; }
 
+# pid_alive PID: the process exists and is no zombie (a killed node whose
+# parent, pid 1 of a container, has not reaped it yet counts as gone)
+pid_alive() {
+    kill -0 "$1" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+}
+
 # stop_pids <pid>...: SIGTERM, wait up to 30 s, then SIGKILL
 stop_pids() {
     local pid alive i
@@ -143,13 +149,13 @@ stop_pids() {
     for ((i = 0; i < 300; i++)); do
         alive=0
         for pid in "$@"; do
-            kill -0 "$pid" 2>/dev/null && alive=1
+            pid_alive "$pid" && alive=1
         done
         (( alive )) || return 0
         sleep 0.1
     done
     for pid in "$@"; do
-        if kill -0 "$pid" 2>/dev/null; then
+        if pid_alive "$pid"; then
             log "pid $pid did not stop after 30s: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -162,7 +168,7 @@ kill_pid() {
     local i
     kill -KILL "$1" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
-        kill -0 "$1" 2>/dev/null || return 0
+        pid_alive "$1" || return 0
         sleep 0.1
     done
     die "pid $1 still alive 5 s after SIGKILL"
