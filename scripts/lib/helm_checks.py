@@ -26,7 +26,8 @@ METRICS = [
     "kdp_dedup_cache_evictions_total", "kdp_frame_errors_total", "kdp_broker_listeners",
     "kdp_upstream_up", "kdp_connections_rejected_total",
     "kdp_key_dedup_records_total", "kdp_key_dedup_batches_total", "kdp_key_dedup_keys",
-    "kdp_key_dedup_evictions_total",
+    "kdp_key_dedup_evictions_total", "kdp_key_dedup_producer_lines",
+    "kdp_key_dedup_producer_line_evictions_total",
     "kdp_store_up", "kdp_store_errors_total", "kdp_store_fallbacks_total",
     "kdp_store_request_duration_seconds",
 ]
@@ -440,6 +441,7 @@ def cmd_dashboard(path, queries_out):
                  "Requests by API", "Upstream latency p50 / p99", "Active connections",
                  "Cache entries vs capacity", "Cache evictions", "Frame errors", "Upstream up",
                  "Keyed records by outcome", "Idempotency keys held and evicted",
+                 "Idempotent producers followed",
                  "Store up", "Store latency p50 / p99", "Store errors", "Decided without the store"]:
         assert want in titles, f"no panel {want!r}"
     text = "\n".join(exprs)
