@@ -122,7 +122,10 @@ impl ResponseBudget {
     pub async fn hold(&self, bytes: Bytes) -> Answer {
         let units = bytes.len().div_ceil(BUDGET_UNIT).min(self.total as usize) as u32;
         // The semaphore is never closed: acquiring cannot fail.
-        let permit = Arc::clone(&self.permits).acquire_many_owned(units).await.ok();
+        let permit = Arc::clone(&self.permits)
+            .acquire_many_owned(units)
+            .await
+            .ok();
         Answer {
             bytes,
             _budget: permit,

@@ -176,7 +176,12 @@ fn rewrite_response(
         })
 }
 
-fn produce_response(version: i16, dedup: Option<Pending>, frame: Frame, shared: &Shared) -> Result<Bytes, Close> {
+fn produce_response(
+    version: i16,
+    dedup: Option<Pending>,
+    frame: Frame,
+    shared: &Shared,
+) -> Result<Bytes, Close> {
     if version < produce::MIN_VERSION {
         return Ok(frame.into_raw());
     }

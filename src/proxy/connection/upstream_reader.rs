@@ -13,8 +13,8 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::responses::respond;
 use super::ResponseBudget;
+use super::responses::respond;
 use super::upstream::Owed;
 use crate::codec::header::peek_correlation_id;
 use crate::metrics as kdp_metrics;
