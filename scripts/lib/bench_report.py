@@ -120,9 +120,9 @@ targets = {
 }
 for st in storms:
     share = st["answered_share_of_retries"]
-    targets[f"retry storm ({st['client']}): the proxy answers >= 90% of the client's retried records"] = \
-        share is not None and share >= 0.9
-    targets[f"retry storm ({st['client']}): 0 lost, 0 duplicated, no client error"] = st["ok"]
+    name = f"retry storm ({st['client']}, broker {'paused' if st['fault'] == 'pause' else 'slow'})"
+    targets[f"{name}: the proxy answers >= 90% of the client's retried records"] = share is not None and share >= 0.9
+    targets[f"{name}: 0 lost, 0 duplicated, no client error"] = st["ok"]
 result = {k: data[k] for k in ("date", "commit", "machine", "kafka", "peer", "settings", "peak_rss_kb", "cache_memory")}
 result.update({"summary": summary, "ratios": ratios, "added_latency_ms": added, "targets": targets,
                "storm": storms,

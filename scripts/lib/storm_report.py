@@ -3,7 +3,7 @@
 
     storm_report.py --client java|librdkafka --output FILE --metrics-before FILE
         --metrics-after FILE --log-dump FILE --records N --rate R --pauses K
-        --pause-s S --exit CODE
+        --pause-s S --fault pause|slow --delay-s D --exit CODE
     storm_report.py --markdown FILE...
 
 The second form prints the storms of FILE... (the first form's JSON, one
@@ -35,11 +35,11 @@ BATCH_HEADER_BYTES = 61
 
 def parse_args(argv):
     ap = argparse.ArgumentParser()
-    for name in ("client", "output", "metrics-before", "metrics-after", "log-dump"):
+    for name in ("client", "output", "metrics-before", "metrics-after", "log-dump", "fault"):
         ap.add_argument("--" + name, required=True)
     for name in ("records", "pauses", "exit"):
         ap.add_argument("--" + name, type=int, required=True)
-    for name in ("rate", "pause-s"):
+    for name in ("rate", "pause-s", "delay-s"):
         ap.add_argument("--" + name, type=float, required=True)
     return ap.parse_args(argv)
 
@@ -157,6 +157,8 @@ def summarize(a):
         share = answered_records / retries
     return {
         "client": a.client,
+        "fault": a.fault,
+        "delay_s": a.delay_s,
         "exit": a.exit,
         "records": a.records,
         "rate": a.rate,
@@ -179,22 +181,24 @@ def pct(x):
 
 def markdown(storms):
     """The storms as a table: what the client retried next to what the proxy answered."""
-    md = ["| client | records | pauses | client retried (records) | proxy answered: batches (cache + coalesced) "
+    md = ["| client | records | fault | client retried (records) | proxy answered: batches (cache + coalesced) "
           "| ≈ records | share of the retries | in the log / acknowledged | lost | duplicated | client errors |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for s in storms:
         c, p, log, ck = s["client_side"], s["proxy"], s["log"], s["checks"]
-        md.append(f"| {s['client']} ({c['tool']}) | {s['records']} at {s['rate']:.0f}/s | {s['pauses']} x {s['pause_s']} s "
+        fault = (f"paused {s['pauses']} x {s['pause_s']} s" if s["fault"] == "pause" else
+                 f"Produce answers {s['delay_s']} s late, {s['pauses']} x {s['pause_s']} s")
+        md.append(f"| {s['client']} ({c['tool']}) | {s['records']} at {s['rate']:.0f}/s | {fault} "
                   f"| {s['client_retries']} | {p['batches_answered']} ({p['batches_duplicate']} + {p['batches_coalesced']}) "
                   f"| {p['records_answered_from_bytes']} | {pct(s['answered_share_of_retries'])} "
                   f"| {log['records']} / {c['acked']} | {ck['lost']} | {ck['duplicated']} | {ck['client_errors']} |")
         if s["client"] == "librdkafka":
-            notes.append(f"librdkafka also counted {c['requests_retried']} requests retried (txretries) and "
+            notes.append(f"librdkafka ({s['fault']}) also counted {c['requests_retried']} requests retried (txretries) and "
                          f"{c['request_timeouts']} timed out (req_timeouts); its client retries above are "
                          f"txmsgs ({c['transmitted']}) minus the records sent.")
         if s["exit"] != 0:
-            notes.append(f"{s['client']}: the producer exited with {s['exit']}.")
+            notes.append(f"{s['client']} ({s['fault']}): the producer exited with {s['exit']}.")
     md.append("")
     md.append("Client retries: the Java client's record-retry-total; librdkafka's txmsgs minus the records sent. "
               "Proxy: batches answered from its cache or coalesced with their in-flight original, and the records "
