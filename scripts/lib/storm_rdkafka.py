@@ -14,10 +14,9 @@ every delivery report and prints one JSON object on stdout:
 From librdkafka's last statistics (statistics.interval.ms=500): txmsgs, the
 messages it transmitted, each transmission counted (so txmsgs - sent is the
 records it sent again); and summed over the brokers, txretries (requests
-retried through its request retry path: the idempotent producer re-queues
-the messages of a timed-out Produce instead, so this stays low),
-req_timeouts (requests that timed out) and produce_requests (the "Produce"
-entry of each broker's req map).
+retried; requests, not records, and fewer than the timed-out ones in the
+storms measured so far), req_timeouts (requests that timed out) and
+produce_requests (the "Produce" entry of each broker's req map).
 """
 import json
 import sys
