@@ -26,7 +26,8 @@ METRICS = [
     "kdp_dedup_cache_evictions_total", "kdp_frame_errors_total", "kdp_broker_listeners",
     "kdp_upstream_up", "kdp_connections_rejected_total",
     "kdp_key_dedup_records_total", "kdp_key_dedup_batches_total", "kdp_key_dedup_keys",
-    "kdp_key_dedup_evictions_total",
+    "kdp_key_dedup_evictions_total", "kdp_key_dedup_producer_lines",
+    "kdp_key_dedup_producer_line_evictions_total",
     "kdp_store_up", "kdp_store_errors_total", "kdp_store_fallbacks_total",
     "kdp_store_request_duration_seconds",
 ]
@@ -144,8 +145,8 @@ def cmd_default(path):
 
 def cmd_full(path, dashboard):
     docs = load(path)
-    assert kinds(docs) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule",
-                           "Service", "ServiceAccount", "ServiceMonitor"], kinds(docs)
+    assert kinds(docs) == ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget",
+                           "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"], kinds(docs)
     flags = {
         "--upstream": "kafka-0.kafka-headless.kafka.svc:9092,kafka-1.kafka-headless.kafka.svc:9092",
         "--listen": "0.0.0.0:19092", "--broker-port-base": "19100",
@@ -159,6 +160,7 @@ def cmd_full(path, dashboard):
         "--log-format": "json",
         "--key-dedup-topics": "orders-*,payments", "--key-dedup-source": "key",
         "--key-dedup-window-seconds": "900", "--key-dedup-max-keys": "2000000",
+        "--key-dedup-rules": "/etc/kdp/key-dedup/rules.toml",
     }
     ports = {"bootstrap": 19092, "metrics": 9400}
     ports.update({f"broker-{i}": 19100 + i for i in range(1, 6)})
@@ -173,12 +175,31 @@ def cmd_full(path, dashboard):
     assert env["KDP_DEDUP_STORE_TIMEOUT_MS"] == "100" and env["KDP_KEY_DEDUP_ON_STORE_ERROR"] == "fail"
     assert env["KDP_DEDUP_STORE_PASSWORD_FILE"] == "/etc/kdp/store/redis-password", env
     ps = dep["spec"]["template"]["spec"]
+    check_key_dedup_rules(docs, dep, c)
     hard = ps["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert hard[0]["labelSelector"]["matchLabels"] == SELECTOR
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
     assert svc["spec"]["externalTrafficPolicy"] == "Local"
     assert all("nodePort" not in p for p in svc["spec"]["ports"])
+
+
+def check_key_dedup_rules(docs, dep, c):
+    """proxy.keyDedup.rules: a ConfigMap whose rules.toml parses to the rules,
+    mounted where --key-dedup-rules points, and a checksum that rolls pods."""
+    import tomllib
+    name = f"{FULLNAME}-key-dedup-rules"
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
+    rules = tomllib.loads(cm["data"]["rules.toml"])
+    assert rules == {"rule": [{"topics": ["events-*"], "source": "content"},
+                              {"topics": ["audit", "audit-*"], "source": "header:audit-id"}]}, rules
+    ps = dep["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in ps["volumes"]}
+    assert vols["key-dedup-rules"]["configMap"]["name"] == name, vols
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["key-dedup-rules"] == "/etc/kdp/key-dedup", mounts
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert len(ann["checksum/key-dedup-rules"]) == 64, ann
 
 
 def env_of(container):
@@ -357,8 +378,8 @@ def cmd_extract_rules(path, rules_out):
 
 
 def cmd_dashboard_configmap(path, dashboard):
-    cm = one(load(path), "ConfigMap")
-    assert cm["metadata"]["name"] == f"{FULLNAME}-dashboard"
+    (cm,) = [d for d in load(path) if d["kind"] == "ConfigMap"
+             and d["metadata"]["name"] == f"{FULLNAME}-dashboard"]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Kafka"}
     (key,) = cm["data"]
@@ -420,6 +441,7 @@ def cmd_dashboard(path, queries_out):
                  "Requests by API", "Upstream latency p50 / p99", "Active connections",
                  "Cache entries vs capacity", "Cache evictions", "Frame errors", "Upstream up",
                  "Keyed records by outcome", "Idempotency keys held and evicted",
+                 "Idempotent producers followed",
                  "Store up", "Store latency p50 / p99", "Store errors", "Decided without the store"]:
         assert want in titles, f"no panel {want!r}"
     text = "\n".join(exprs)

@@ -285,3 +285,22 @@ Environment of the proxy container for the dedup store; nothing without a store.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The key-dedup rules ConfigMap's name.
+*/}}
+{{- define "kafka-dedup-proxy.keyDedupRulesName" -}}
+{{- printf "%s-key-dedup-rules" (include "kafka-dedup-proxy.fullname" . | trunc 46 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+proxy.keyDedup.rules as the TOML file --key-dedup-rules reads: one
+[[rule]] table per rule (JSON strings are TOML basic strings).
+*/}}
+{{- define "kafka-dedup-proxy.keyDedupRulesToml" -}}
+{{- range .Values.proxy.keyDedup.rules }}
+[[rule]]
+topics = {{ toJson .topics }}
+source = {{ toJson .source }}
+{{ end }}
+{{- end }}
