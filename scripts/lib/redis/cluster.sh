@@ -81,7 +81,8 @@ replicas_problem() {
 }
 
 # wait_cluster_ok DEADLINE [replicas]: until cluster_problem (and, with
-# "replicas", replicas_problem) report nothing, or fail with the logs
+# "replicas", replicas_problem) report nothing, or fail with the logs (and,
+# with "replicas", as during a start, stop the nodes)
 wait_cluster_ok() {
     local deadline=$1 problem
     while :; do
@@ -90,6 +91,7 @@ wait_cluster_ok() {
         [[ -z "$problem" ]] && return 0
         if (( SECONDS >= deadline )); then
             cluster_print_logs 20 >&2
+            [[ "${2:-}" != replicas ]] || cluster_stop
             die "timeout: the Redis Cluster is not ok after ${START_TIMEOUT}s: $problem"
         fi
         sleep 0.2
@@ -153,7 +155,8 @@ cluster_start() {
     if ! rcli_timeout "$START_TIMEOUT" "$PORT_BASE" --cluster create "${addrs[@]}" \
         --cluster-replicas 1 --cluster-yes >"$CLUSTER_DIR/create.log" 2>&1; then
         cat "$CLUSTER_DIR/create.log" >&2
-        die "redis-cli --cluster create failed (output above; node logs: scripts/redis logs --cluster)"
+        cluster_stop
+        die "redis-cli --cluster create failed (output above; node logs kept: scripts/redis logs --cluster)"
     fi
     wait_cluster_ok "$deadline" replicas
     log "$(redis_version) Cluster ready in $((SECONDS - t0))s: primaries 127.0.0.1:$PORT_BASE..$((PORT_BASE + CLUSTER_PRIMARIES - 1)), replicas ..$((PORT_BASE + CLUSTER_NODES - 1)), all 16384 slots covered (password: $( ((AUTH)) && echo yes || echo no); TLS: $(tls_on && echo yes || echo no); data and logs: $CLUSTER_DIR)"
@@ -189,7 +192,7 @@ cluster_kill() {
 }
 
 # node_line PORT: the CLUSTER NODES line of the node at 127.0.0.1:PORT
-node_line() { grep -E "^[0-9a-f]+ 127\.0\.0\.1:$1@" <<<"$2" | head -n 1; }
+node_line() { grep -E "^[0-9a-f]+ 127\.0\.0\.1:$1@" <<<"$2" | head -n 1 || true; }
 
 cluster_failover() {
     need_cluster

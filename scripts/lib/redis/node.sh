@@ -61,7 +61,8 @@ node_log_tail() { # node_log_tail DIR [LINES]
 }
 
 # wait_node_ready DIR PORT DEADLINE: until the node answers PING (and has
-# loaded its data set), or fail with its log
+# loaded its data set), or fail with its log (stopping the node, so that the
+# next start does not take a node that never became ready for a running one)
 wait_node_ready() {
     local dir=$1 port=$2 deadline=$3 out
     while :; do
@@ -73,6 +74,9 @@ wait_node_ready() {
         [[ "$out" == PONG ]] && return 0
         if (( SECONDS >= deadline )); then
             node_log_tail "$dir" >&2
+            local pid
+            pid="$(dir_pid "$dir")"
+            [[ -z "$pid" ]] || stop_pids "$pid"
             die "timeout: redis-server on port $port does not answer PING after ${START_TIMEOUT}s (last answer: ${out:-none})"
         fi
         sleep 0.1
