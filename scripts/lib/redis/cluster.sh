@@ -125,7 +125,7 @@ cluster_start() {
         return 0
     fi
 
-    PORT_BASE="${KDP_REDIS_CLUSTER_PORT_BASE:-36400}"
+    PORT_BASE="${KDP_REDIS_CLUSTER_PORT_BASE:-22400}"
     TLS="${KDP_REDIS_TLS:-0}"
     AUTH=0
     [[ -n "${KDP_REDIS_PASSWORD:-}" ]] && AUTH=1

@@ -32,8 +32,8 @@ state_get() { # state_get FILE KEY: the value recorded for KEY, empty if none
 
 # The settings of a new start come from the environment; those of a running
 # one from its state file (set by load_single_state/load_cluster_state).
-PORT="${KDP_REDIS_PORT:-36379}"
-PORT_BASE="${KDP_REDIS_CLUSTER_PORT_BASE:-36400}"
+PORT="${KDP_REDIS_PORT:-22379}"
+PORT_BASE="${KDP_REDIS_CLUSTER_PORT_BASE:-22400}"
 TLS="${KDP_REDIS_TLS:-0}"
 AUTH=0
 [[ -n "${KDP_REDIS_PASSWORD:-}" ]] && AUTH=1

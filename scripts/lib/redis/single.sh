@@ -22,7 +22,7 @@ single_start() {
         # restarts, with the settings it was started with
         resume=1
     else
-        PORT="${KDP_REDIS_PORT:-36379}"
+        PORT="${KDP_REDIS_PORT:-22379}"
         TLS="${KDP_REDIS_TLS:-0}"
         AUTH=0
         [[ -n "${KDP_REDIS_PASSWORD:-}" ]] && AUTH=1
