@@ -6,8 +6,13 @@
 //! produces and consumes exactly once through the single port, resolving
 //! the SNI names to 127.0.0.1 with `-Djdk.net.hosts.file`.
 //!
+//! librdkafka (kcat) does the same through the one port, with the names
+//! resolved by an `/etc/hosts` of its own: kcat runs in a private mount
+//! namespace (`unshare -m`, root) where a hosts file naming only the SNI
+//! names is bind-mounted over /etc/hosts.
+//!
 //! The same through a proxy in front of the SASL_SSL listeners (SCRAM,
-//! TLS to the brokers), and client certificates required after routing. librdkafka through one port is not covered here.
+//! TLS to the brokers), and client certificates required after routing.
 
 mod common;
 
@@ -315,6 +320,149 @@ async fn a_name_that_matches_nothing_or_an_unknown_node_is_refused_and_counted()
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
 
+/// A hosts file in `dir` that resolves the bootstrap name and the names of
+/// brokers 0..9 to 127.0.0.1, and nothing else.
+fn sni_hosts_file(dir: &Path) -> std::path::PathBuf {
+    let hosts = dir.join("hosts");
+    let names: Vec<String> = (0..10).map(broker_name).collect();
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1 localhost\n127.0.0.1 {BOOTSTRAP_NAME} {}\n",
+            names.join(" ")
+        ),
+    )
+    .unwrap();
+    hosts
+}
+
+/// Runs kcat with `args` in a private mount namespace where `hosts` is
+/// /etc/hosts (the rest of the machine keeps its own), feeding it `input`.
+/// Returns (exit status success, stdout, stderr).
+async fn kcat_with_hosts(hosts: &Path, args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = tokio::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/hosts && exec kcat "$@""#)
+        .arg(hosts)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare (util-linux) runs kcat");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("kcat finishes within 120 s")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_produces_and_consumes_exactly_once_through_one_sni_port() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-kcat");
+    let p = sni_proxy(&ca).await;
+    let port = p.bootstrap.rsplit_once(':').unwrap().1;
+    let topic = unique("sni-kcat");
+    create_topic(&topic, 3).await;
+    let hosts = sni_hosts_file(&ca.dir);
+    let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
+    let ca_file = ca.cert();
+    let ca_opt = format!("ssl.ca.location={}", ca_file.display());
+    // librdkafka 2.x checks the broker's name against the certificate
+    // (ssl.endpoint.identification.algorithm=https by default): said here
+    // so an older default cannot weaken the test.
+    let tls = [
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        &ca_opt,
+        "-X",
+        "ssl.endpoint.identification.algorithm=https",
+    ];
+
+    // The names resolve only inside kcat's namespace.
+    assert!(
+        tokio::net::lookup_host(format!("{BOOTSTRAP_NAME}:{port}"))
+            .await
+            .is_err(),
+        "{BOOTSTRAP_NAME} must not resolve outside the test's namespace"
+    );
+
+    const RECORDS: usize = 1000;
+    let values: Vec<String> = (0..RECORDS).map(|i| format!("sni-kcat-{i}")).collect();
+    let mut args = vec![
+        "-P",
+        "-b",
+        &bootstrap,
+        "-t",
+        &topic,
+        "-X",
+        "enable.idempotence=true",
+        "-X",
+        "acks=all",
+        "-X",
+        "linger.ms=5",
+    ];
+    args.extend_from_slice(&tls);
+    let input: String = values.iter().map(|v| format!("{v}\n")).collect();
+    let (ok, _, err) = kcat_with_hosts(&hosts, &args, &input).await;
+    // kcat -P waits for every delivery report and exits non-zero when one
+    // failed.
+    assert!(ok, "kcat producer through one SNI port: {err}");
+
+    // A balanced consumer: group coordinator, joins and Fetches at the
+    // brokers' SNI names on the same port.
+    let group = unique("sni-kcat-group");
+    let mut args = vec![
+        "-C",
+        "-b",
+        &bootstrap,
+        "-G",
+        &group,
+        "-e",
+        "-q",
+        "-X",
+        "auto.offset.reset=earliest",
+    ];
+    args.extend_from_slice(&tls);
+    args.push(&topic);
+    let (ok, out, err) = kcat_with_hosts(&hosts, &args, "").await;
+    assert!(ok, "kcat consumer through one SNI port: {err}");
+    let mut consumed: Vec<&str> = out.lines().collect();
+    assert_eq!(consumed.len(), RECORDS, "records consumed; stderr: {err}");
+    consumed.sort_unstable();
+    let mut want: Vec<&str> = values.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(consumed, want, "every value read exactly once");
+
+    // Every connection came through the one port, every SNI was routed.
+    assert_eq!(
+        p.metric("kdp_connections_total", "listener=\"broker\"")
+            .await,
+        0.0,
+        "connections by listener: {}",
+        p.metrics().await
+    );
+    assert!(
+        p.metric("kdp_connections_total", "listener=\"bootstrap\"")
+            .await
+            >= 2.0
+    );
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
+        0.0
+    );
+}
+
 /// Runs the Java client harness with the SNI names resolved to 127.0.0.1.
 async fn harness_with_hosts(args: &[&str], hosts: &Path) -> (bool, serde_json::Value, String) {
     let opts = format!(
@@ -353,13 +501,7 @@ async fn java_client_produces_and_consumes_exactly_once_through_one_sni_port() {
     create_topic(&topic, 3).await;
 
     // Only the SNI names resolve, and only to the proxy's address.
-    let hosts = ca.dir.join("hosts");
-    let names: Vec<String> = (0..10).map(broker_name).collect();
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1 {BOOTSTRAP_NAME} {}\n", names.join(" ")),
-    )
-    .unwrap();
+    let hosts = sni_hosts_file(&ca.dir);
     let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
     let trust = format!("ssl.truststore.location={}", ca.cert().display());
     let tls = [
@@ -441,13 +583,7 @@ async fn java_client_over_sasl_ssl_and_upstream_tls_through_one_sni_port() {
     let port = p.bootstrap.rsplit_once(':').unwrap().1;
     let topic = unique("sni-sasl");
     create_topic(&topic, 3).await;
-    let hosts = ca.dir.join("hosts");
-    let names: Vec<String> = (0..10).map(broker_name).collect();
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1 {BOOTSTRAP_NAME} {}\n", names.join(" ")),
-    )
-    .unwrap();
+    let hosts = sni_hosts_file(&ca.dir);
     let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
     let scram = java_scram("SCRAM-SHA-512", "alice", "alice-secret", &ca.cert());
     let extra: Vec<&str> = scram.iter().flat_map(|p| ["--extra", p.as_str()]).collect();
