@@ -17,149 +17,15 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use common::child::ChildProxy;
-use common::raw::batch;
 use common::security::{TestCa, java_scram, start_sasl_proxy};
-use common::verifiable::produce_request;
+use common::sni::*;
 use common::*;
-use kafka_protocol::messages::{
-    DescribeClusterRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
-    ProduceResponse,
-};
+use kafka_protocol::messages::{DescribeClusterRequest, FindCoordinatorRequest};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::protocol::{Decodable, HeaderVersion, Request};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-
-const PATTERN: &str = "broker-$(nodeId).kafka.test";
-const BOOTSTRAP_NAME: &str = "bootstrap.kafka.test";
-const PRODUCE_VERSION: i16 = 9;
-const METADATA_VERSION: i16 = 9;
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-/// FindCoordinator v4 (batched keys) and DescribeCluster v0: both in
-/// every 3.x/4.x broker.
-const FIND_COORDINATOR_VERSION: i16 = 4;
-const DESCRIBE_CLUSTER_VERSION: i16 = 0;
-
-fn broker_name(node_id: i32) -> String {
-    format!("broker-{node_id}.kafka.test")
-}
-
-/// A proxy of its own (exact counters) with SNI routing and a wildcard
-/// certificate for `*.kafka.test` from `ca`.
-async fn sni_proxy(ca: &TestCa) -> ChildProxy {
-    let (cert, key) = ca.issue("sni-proxy", "DNS:*.kafka.test");
-    ChildProxy::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--sni-routing",
-        PATTERN,
-        "--sni-bootstrap",
-        BOOTSTRAP_NAME,
-    ])
-    .await
-}
-
-/// A Kafka connection over TLS to `addr` with `sni` as the server name,
-/// trusting only `ca`.
-struct TlsConn {
-    stream: TlsStream<TcpStream>,
-    next_corr: i32,
-}
-
-impl TlsConn {
-    async fn connect(addr: &str, sni: &str, ca: &Path) -> Result<TlsConn, String> {
-        Self::connect_as(addr, sni, ca, None).await
-    }
-
-    /// The same, presenting the client certificate `client` (chain, key).
-    async fn connect_as(
-        addr: &str,
-        sni: &str,
-        ca: &Path,
-        client: Option<(&Path, &Path)>,
-    ) -> Result<TlsConn, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-        let config = match client {
-            None => config.with_no_client_auth(),
-            Some((chain, key)) => config
-                .with_client_auth_cert(
-                    CertificateDer::pem_file_iter(chain)
-                        .unwrap()
-                        .map(Result::unwrap)
-                        .collect(),
-                    PrivateKeyDer::from_pem_file(key).unwrap(),
-                )
-                .unwrap(),
-        };
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from(sni.to_string()).unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(TlsConn {
-            stream,
-            next_corr: 1,
-        })
-    }
-
-    async fn call<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        let corr = self.next_corr;
-        self.next_corr += 1;
-        self.stream
-            .write_all(&RawConn::frame(corr, version, req))
-            .await
-            .unwrap();
-        let len = self.stream.read_i32().await.expect("a response") as usize;
-        let mut buf = vec![0u8; len];
-        self.stream.read_exact(&mut buf).await.unwrap();
-        let mut body = Bytes::from(buf);
-        assert_eq!(body.get_i32(), corr, "correlation id");
-        if <R::Response as HeaderVersion>::header_version(version) >= 1 {
-            assert_eq!(body.get_u8(), 0, "no tagged fields in the response header");
-        }
-        R::Response::decode(&mut body, version).expect("decodable response")
-    }
-}
-
-/// Metadata of `topic` (and every broker) through `conn`.
-async fn metadata(conn: &mut TlsConn, topic: &str) -> MetadataResponse {
-    let req = MetadataRequest::default().with_topics(Some(vec![
-        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
-            Some(kafka_protocol::messages::TopicName(
-                kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
-            )),
-        ),
-    ]));
-    conn.call(METADATA_VERSION, &req).await
-}
-
-async fn produce_one(conn: &mut TlsConn, topic: &str, tag: &str) -> (i16, i64) {
-    let req = produce_request(None, topic, 0, batch(-1, -1, -1, 1, tag, false));
-    let resp: ProduceResponse = conn.call(PRODUCE_VERSION, &req).await;
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_names_the_broker_a_tls_client_reaches_through_the_one_port() {
@@ -320,22 +186,6 @@ async fn a_name_that_matches_nothing_or_an_unknown_node_is_refused_and_counted()
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
 
-/// A hosts file in `dir` that resolves the bootstrap name and the names of
-/// brokers 0..9 to 127.0.0.1, and nothing else.
-fn sni_hosts_file(dir: &Path) -> std::path::PathBuf {
-    let hosts = dir.join("hosts");
-    let names: Vec<String> = (0..10).map(broker_name).collect();
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1 localhost\n127.0.0.1 {BOOTSTRAP_NAME} {}\n",
-            names.join(" ")
-        ),
-    )
-    .unwrap();
-    hosts
-}
-
 /// Runs kcat with `args` in a private mount namespace where `hosts` is
 /// /etc/hosts (the rest of the machine keeps its own), feeding it `input`.
 /// Returns (exit status success, stdout, stderr).
@@ -461,34 +311,6 @@ async fn librdkafka_produces_and_consumes_exactly_once_through_one_sni_port() {
         p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
         0.0
     );
-}
-
-/// Runs the Java client harness with the SNI names resolved to 127.0.0.1.
-async fn harness_with_hosts(args: &[&str], hosts: &Path) -> (bool, serde_json::Value, String) {
-    let opts = format!(
-        "{} -Djdk.net.hosts.file={}",
-        std::env::var("KDP_JAVA_OPTS").unwrap_or_default(),
-        hosts.display()
-    );
-    let out = tokio::process::Command::new(repo().join("scripts/kafka"))
-        .args(["run", "ClientHarness"])
-        .args(args)
-        .env("KDP_JAVA_OPTS", opts)
-        .output()
-        .await
-        .expect("scripts/kafka run ClientHarness");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let json = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(serde_json::Value::Null);
-    (
-        out.status.success(),
-        json,
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
