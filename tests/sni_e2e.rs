@@ -130,6 +130,39 @@ async fn sni_names_the_broker_a_tls_client_reaches_through_the_one_port() {
     );
 }
 
+/// Behind a load balancer, Ingress or Gateway passing TLS through on
+/// another port (443), clients must be told that port, not the proxy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advertised_port_replaces_the_listener_port_in_every_sni_address() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-port");
+    let p = sni_proxy_with(&cluster().bootstrap, &ca, &["--sni-advertised-port", "443"]).await;
+    let topic = unique("sni-port");
+    create_topic(&topic, 1).await;
+    let mut boot = TlsConn::connect(&p.bootstrap, BOOTSTRAP_NAME, &ca.cert())
+        .await
+        .expect("the bootstrap name is served on the proxy's own port");
+    let md = metadata(&mut boot, &topic).await;
+    assert_eq!(md.brokers.len(), 3, "{md:?}");
+    for b in &md.brokers {
+        assert_eq!(
+            (b.host.to_string(), b.port),
+            (broker_name(b.node_id.0), 443),
+            "{md:?}"
+        );
+    }
+    let dc = boot
+        .call(DESCRIBE_CLUSTER_VERSION, &DescribeClusterRequest::default())
+        .await;
+    assert_eq!(dc.brokers.len(), 3, "{dc:?}");
+    for b in &dc.brokers {
+        assert_eq!(
+            (b.host.to_string(), b.port),
+            (broker_name(b.broker_id.0), 443)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_matches_nothing_or_an_unknown_node_is_refused_and_counted() {
     let _g = cluster_lock().read().await;

@@ -45,21 +45,24 @@ pub async fn sni_proxy(ca: &TestCa) -> ChildProxy {
 
 /// The same in front of `upstream`.
 pub async fn sni_proxy_to(upstream: &str, ca: &TestCa) -> ChildProxy {
+    sni_proxy_with(upstream, ca, &[]).await
+}
+
+/// The same with `extra` flags.
+pub async fn sni_proxy_with(upstream: &str, ca: &TestCa, extra: &[&str]) -> ChildProxy {
     let (cert, key) = ca.issue("sni-proxy", "DNS:*.kafka.test");
-    ChildProxy::start_to(
-        upstream,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--sni-routing",
-            PATTERN,
-            "--sni-bootstrap",
-            BOOTSTRAP_NAME,
-        ],
-    )
-    .await
+    let mut args = vec![
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--sni-routing",
+        PATTERN,
+        "--sni-bootstrap",
+        BOOTSTRAP_NAME,
+    ];
+    args.extend_from_slice(extra);
+    ChildProxy::start_to(upstream, &args).await
 }
 
 /// A Kafka connection over TLS to `addr` with `sni` as the server name,
