@@ -115,6 +115,13 @@ pub struct Config {
     )]
     pub key_dedup_source: String,
 
+    /// A TOML file of per-topic key sources, applied before
+    /// --key-dedup-topics: `[[rule]]` tables, each with `topics` (names or
+    /// globs) and `source` (`header:NAME`, `key` or `content`); the first
+    /// rule whose pattern matches a topic applies (docs/idempotency-keys.md).
+    #[arg(long, env = "KDP_KEY_DEDUP_RULES")]
+    pub key_dedup_rules: Option<std::path::PathBuf>,
+
     /// How long an acknowledged key is remembered, in seconds (best effort:
     /// also bounded by --key-dedup-max-keys).
     #[arg(long, env = "KDP_KEY_DEDUP_WINDOW_SECONDS", default_value_t = 600)]
@@ -255,13 +262,8 @@ impl Config {
                 ));
             }
         }
-        self.key_dedup_source
-            .parse::<crate::dedup::KeySource>()
-            .map_err(|e| format!("--key-dedup-source {e}"))?;
-        for t in self.key_dedup_topics() {
-            glob::Pattern::new(&t).map_err(|e| format!("--key-dedup-topics '{t}': {e}"))?;
-        }
-        if !self.key_dedup_topics().is_empty() && self.key_dedup_max_keys == 0 {
+        let key_rules = self.key_dedup_rules()?;
+        if !key_rules.is_empty() && self.key_dedup_max_keys == 0 {
             return Err("--key-dedup-max-keys must be at least 1".into());
         }
         if self.advertised_host.trim().is_empty() {
@@ -322,6 +324,27 @@ impl Config {
             .collect()
     }
 
+    /// Every key-dedup rule, checked: the rules file's in its order, then
+    /// --key-dedup-topics with --key-dedup-source. Empty: key dedup is off.
+    pub fn key_dedup_rules(&self) -> Result<Vec<(String, crate::dedup::KeySource)>, String> {
+        let mut rules = Vec::new();
+        if let Some(path) = &self.key_dedup_rules {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--key-dedup-rules {}: {e}", path.display()))?;
+            rules = parse_key_rules(&text)
+                .map_err(|e| format!("--key-dedup-rules {}: {e}", path.display()))?;
+        }
+        let source = self
+            .key_dedup_source
+            .parse::<crate::dedup::KeySource>()
+            .map_err(|e| format!("--key-dedup-source {e}"))?;
+        for t in self.key_dedup_topics() {
+            glob::Pattern::new(&t).map_err(|e| format!("--key-dedup-topics '{t}': {e}"))?;
+            rules.push((t, source.clone()));
+        }
+        Ok(rules)
+    }
+
     /// The key-dedup topic patterns, blanks dropped.
     pub fn key_dedup_topics(&self) -> Vec<String> {
         self.key_dedup_topics
@@ -362,6 +385,44 @@ impl Config {
 fn is_host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// The rules file of `--key-dedup-rules`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRulesFile {
+    #[serde(default)]
+    rule: Vec<KeyRuleEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRuleEntry {
+    topics: Vec<String>,
+    source: String,
+}
+
+/// Parses a rules file: `[[rule]]` tables of `topics` and `source`, in order.
+/// Errors name the rule (1-based) and what is wrong with it.
+fn parse_key_rules(text: &str) -> Result<Vec<(String, crate::dedup::KeySource)>, String> {
+    let file: KeyRulesFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut rules = Vec::new();
+    for (n, r) in file.rule.into_iter().enumerate() {
+        let n = n + 1;
+        let source = r
+            .source
+            .parse::<crate::dedup::KeySource>()
+            .map_err(|e| format!("rule {n}: source {e}"))?;
+        if r.topics.is_empty() {
+            return Err(format!("rule {n}: no topics"));
+        }
+        for t in r.topics {
+            let t = t.trim().to_string();
+            glob::Pattern::new(&t).map_err(|e| format!("rule {n}: topic '{t}': {e}"))?;
+            rules.push((t, source.clone()));
+        }
+    }
+    Ok(rules)
 }
 
 #[cfg(test)]
@@ -471,5 +532,58 @@ mod tests {
             "0",
         ];
         assert!(parse(&zero).is_err());
+    }
+
+    #[test]
+    fn a_rules_file_names_a_source_per_topic_before_the_flags() {
+        let rules = parse_key_rules(
+            r#"
+            [[rule]]
+            topics = ["orders-eu", "payments"]
+            source = "content"
+
+            [[rule]]
+            topics = ["orders-*"]
+            source = "header:order-id"
+            "#,
+        )
+        .unwrap();
+        let names: Vec<_> = rules.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["orders-eu", "payments", "orders-*"]);
+        assert_eq!(rules[2].1, "header:order-id".parse().unwrap());
+        let dir = std::env::temp_dir().join(format!("kdp-rules-{}", std::process::id()));
+        std::fs::write(&dir, "[[rule]]\ntopics = [\"a\"]\nsource = \"key\"\n").unwrap();
+        let path = dir.to_str().unwrap();
+        let c = parse(&[
+            "--upstream",
+            "a:1",
+            "--key-dedup-rules",
+            path,
+            "--key-dedup-topics",
+            "b",
+        ])
+        .unwrap();
+        let rules = c.key_dedup_rules().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!((rules[0].0.as_str(), rules[1].0.as_str()), ("a", "b"));
+        std::fs::remove_file(&dir).unwrap();
+        for bad in [
+            "[[rule]]\ntopics = []\nsource = \"key\"",
+            "[[rule]]\ntopics = [\"a\"]\nsource = \"value\"",
+            "[[rule]]\ntopics = [\"[\"]\nsource = \"key\"",
+            "[[rule]]\ntopic = [\"a\"]\nsource = \"key\"",
+        ] {
+            assert!(parse_key_rules(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse(&[
+                "--upstream",
+                "a:1",
+                "--key-dedup-rules",
+                "/nonexistent/rules.toml"
+            ])
+            .unwrap_err()
+            .contains("/nonexistent/rules.toml")
+        );
     }
 }

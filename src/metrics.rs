@@ -25,6 +25,9 @@ pub const KEY_DEDUP_RECORDS_TOTAL: &str = "kdp_key_dedup_records_total";
 pub const KEY_DEDUP_BATCHES_TOTAL: &str = "kdp_key_dedup_batches_total";
 pub const KEY_DEDUP_KEYS: &str = "kdp_key_dedup_keys";
 pub const KEY_DEDUP_EVICTIONS_TOTAL: &str = "kdp_key_dedup_evictions_total";
+pub const KEY_DEDUP_PRODUCER_LINES: &str = "kdp_key_dedup_producer_lines";
+pub const KEY_DEDUP_PRODUCER_LINE_EVICTIONS_TOTAL: &str =
+    "kdp_key_dedup_producer_line_evictions_total";
 
 /// `outcome` label values of [`PRODUCE_BATCHES_TOTAL`].
 pub mod outcome {
@@ -58,7 +61,7 @@ pub fn describe() {
     describe_counter!(
         KEY_DEDUP_BATCHES_TOTAL,
         Unit::Count,
-        "Batches of key-dedup topics changed or answered by the proxy, or left untouched because they did not decode: reencoded, answered, undecodable."
+        "Batches of key-dedup topics changed or answered by the proxy, or left untouched because they did not decode: reencoded, answered, undecodable; of idempotent producers: resequenced (base sequence lowered by records removed earlier), sequence_gap (a batch of duplicates only behind an unacknowledged one: connection closed)."
     );
     describe_gauge!(
         KEY_DEDUP_KEYS,
@@ -69,6 +72,16 @@ pub fn describe() {
         KEY_DEDUP_EVICTIONS_TOTAL,
         Unit::Count,
         "Acknowledged idempotency keys dropped, by reason: expired (older than the window), capacity (the oldest beyond --key-dedup-max-keys)."
+    );
+    describe_gauge!(
+        KEY_DEDUP_PRODUCER_LINES,
+        Unit::Count,
+        "Idempotent producer-partitions of key-dedup topics whose sequences the proxy follows."
+    );
+    describe_counter!(
+        KEY_DEDUP_PRODUCER_LINE_EVICTIONS_TOTAL,
+        Unit::Count,
+        "Producer-partitions dropped, by reason: idle, capacity; shifted counts those that held a sequence shift (their producer, should it send again, gets one OUT_OF_ORDER_SEQUENCE_NUMBER)."
     );
     describe_gauge!(
         CONNECTIONS_ACTIVE,
@@ -270,6 +283,12 @@ pub fn record_outcomes(o: &crate::dedup::Outcomes) {
         (KEY_DEDUP_BATCHES_TOTAL, "answered", o.key_batches_answered),
         (
             KEY_DEDUP_BATCHES_TOTAL,
+            "resequenced",
+            o.key_batches_resequenced,
+        ),
+        (KEY_DEDUP_BATCHES_TOTAL, "sequence_gap", o.key_sequence_gaps),
+        (
+            KEY_DEDUP_BATCHES_TOTAL,
             "undecodable",
             o.key_batches_undecodable,
         ),
@@ -279,6 +298,25 @@ pub fn record_outcomes(o: &crate::dedup::Outcomes) {
             metrics::counter!(name, "outcome" => label).increment(u64::from(n));
         }
     }
+}
+
+/// Publishes the producer lines held and their evictions since
+/// `published` (updated here).
+pub fn record_sequences(
+    lines: &crate::dedup::sequence::Sequences,
+    published: &mut crate::dedup::sequence::LineEvictions,
+) {
+    metrics::gauge!(KEY_DEDUP_PRODUCER_LINES).set(lines.len() as f64);
+    let now = lines.evictions();
+    publish_increases(
+        KEY_DEDUP_PRODUCER_LINE_EVICTIONS_TOTAL,
+        [
+            ("idle", now.idle, published.idle),
+            ("capacity", now.capacity, published.capacity),
+            ("shifted", now.shifted, published.shifted),
+        ],
+    );
+    *published = now;
 }
 
 /// Publishes the key cache's size and the evictions since `published`

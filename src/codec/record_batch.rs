@@ -70,6 +70,29 @@ pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
     }
 }
 
+/// Where the base sequence sits in a v2 batch: after base offset (8),
+/// length (4), leader epoch (4), magic (1), CRC (4), attributes (2), last
+/// offset delta (4), timestamps (8 + 8), producer id (8) and epoch (2).
+const BASE_SEQUENCE_OFFSET: usize = 53;
+
+/// A copy of the single batch `records` with its base sequence set to
+/// `base_sequence` and the CRC-32C recomputed; the records are untouched.
+/// Callers check the CRC first: a corrupt batch is never made valid.
+pub fn with_base_sequence(records: &[u8], base_sequence: i32) -> Result<Bytes, CodecError> {
+    let h = parse_single_batch_header(records)?;
+    verify_crc(records, &h)?;
+    let end = h.total_size();
+    let mut b = BytesMut::from(
+        records
+            .get(..end)
+            .ok_or(CodecError::Truncated("record batch"))?,
+    );
+    b[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(b.freeze())
+}
+
 /// Parses the header of the first batch in `i` (no CRC check).
 pub fn parse_record_batch_header(i: &[u8]) -> PResult<'_, RecordBatchHeader> {
     let (i, base_offset) = parse_i64(i)?;

@@ -17,6 +17,7 @@
 use super::cache::{Committed, InFlightGuard};
 use super::classify::Action;
 use super::keys::KeyClaims;
+use super::sequence::SeqTicket;
 use crate::codec::produce::{
     PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceData,
     TopicProduceResponse, TopicRef,
@@ -30,6 +31,7 @@ pub(crate) enum Answerer {
     Broker {
         guard: Option<InFlightGuard>,
         keys: Option<KeyClaims>,
+        seq: Option<SeqTicket>,
     },
     /// The proxy, from the committed original.
     Proxy(Committed),
@@ -68,13 +70,16 @@ pub(crate) fn layout(req: &ProduceRequest, actions: Vec<Vec<Action>>) -> Layout 
                         Action::Forward(f) => Answerer::Broker {
                             guard: f.guard,
                             keys: f.keys,
+                            seq: f.seq,
                         },
                         Action::Synthetic(c) => Answerer::Proxy(c),
-                        // Callers resolve every wait first; a wait left
-                        // over goes to the broker, never answered here.
-                        Action::Wait(_) => Answerer::Broker {
+                        // Callers resolve every wait (and close on a gap)
+                        // first; what is left over goes to the broker,
+                        // never answered here.
+                        Action::Wait(_) | Action::Gap => Answerer::Broker {
                             guard: None,
                             keys: None,
+                            seq: None,
                         },
                     };
                     (p.index, who)

@@ -16,6 +16,7 @@ use super::cache::{
 use super::keyed::{KeyRules, classify_keys};
 use super::keys::{KeyClaims, KeyOutcome};
 use super::outcome::Outcomes;
+use super::sequence::SeqTicket;
 use crate::codec::record_batch::{NO_PRODUCER_ID, parse_single_batch_header, verify_crc};
 
 /// What happens to one partition of a Produce request.
@@ -28,6 +29,11 @@ pub(crate) enum Action {
     /// Something this batch depends on is at the broker now; wait for its
     /// outcome, then classify again.
     Wait(Pause),
+    /// An idempotent producer's batch of duplicates only, behind an earlier
+    /// batch that failed: it cannot be acknowledged before that one, and
+    /// the broker never saw it. The connection is closed so that the
+    /// client sends both again, in order.
+    Gap,
 }
 
 /// A partition that goes to the broker, and what its answer resolves.
@@ -37,9 +43,11 @@ pub(crate) struct Forward {
     pub guard: Option<InFlightGuard>,
     /// Idempotency keys this batch claimed.
     pub keys: Option<KeyClaims>,
-    /// The batch re-encoded without its duplicate records, sent instead of
-    /// the client's.
+    /// The batch re-encoded without its duplicate records (or with its
+    /// sequence shifted), sent instead of the client's.
     pub replace: Option<Bytes>,
+    /// The idempotent producer's batch as its line remembers it.
+    pub seq: Option<SeqTicket>,
 }
 
 impl Forward {
@@ -58,6 +66,20 @@ pub(crate) enum Pause {
     Batch(oneshot::Receiver<Outcome>),
     /// A record key this batch carries, in flight in another batch.
     Key(oneshot::Receiver<KeyOutcome>),
+    /// The same, for an idempotent producer's batch: its connection waits
+    /// with it, so that its later batches are not sent ahead of it.
+    OrderedKey(oneshot::Receiver<KeyOutcome>),
+    /// An earlier batch of the same idempotent producer-partition, at the
+    /// broker, before a batch of duplicates only can be answered.
+    Seq(oneshot::Receiver<()>),
+}
+
+impl Pause {
+    /// Whether the connection waits too (an idempotent producer's batches
+    /// must reach the broker in the order they were sent).
+    pub(crate) fn in_order(&self) -> bool {
+        matches!(self, Pause::OrderedKey(_) | Pause::Seq(_))
+    }
 }
 
 impl Action {
@@ -81,18 +103,24 @@ pub(crate) struct PartitionBatch<'a> {
 
 /// Classifies one partition by its batch (and, where they apply, by its
 /// records' idempotency keys) and counts what it decided in `out` (a wait
-/// is counted when it resolves).
+/// is counted when it resolves). Without `may_wait` (a wait past its
+/// deadline) nothing waits: a retry of a batch in flight and a record whose
+/// key is in flight go to the broker as key dedup would send them.
 pub(crate) fn classify_partition(
     b: PartitionBatch<'_>,
     cache: &Arc<DedupCache>,
     keys: Option<&KeyRules>,
     mode: Mode,
+    may_wait: bool,
     out: &mut Outcomes,
 ) -> Action {
-    let action = classify_batch(&b, cache, mode, out);
+    let action = match classify_batch(&b, cache, mode, out) {
+        Action::Wait(_) if !may_wait => Action::forward(),
+        a => a,
+    };
     match (action, keys) {
-        (Action::Forward(f), Some(rules)) if f.guard.is_none() && mode == Mode::On => {
-            classify_keys(&b, rules, out).unwrap_or(Action::Forward(f))
+        (Action::Forward(f), Some(rules)) if mode == Mode::On => {
+            classify_keys(&b, rules, f, may_wait, out)
         }
         (action, _) => action,
     }

@@ -7,7 +7,10 @@
 //! * `Answer`: every partition is a duplicate; this is the whole response.
 //! * `Split`: send the cut-down request; the broker's answer is merged.
 //! * `Wait`: some originals are at the broker right now; [`Waiting::resolve`]
-//!   waits for them (bounded) and gives one of the three above.
+//!   waits for them (bounded) and gives one of the others.
+//! * `Disconnect`: an idempotent producer's batch cannot be answered in
+//!   order (docs/idempotency-keys.md); close the client connection so that
+//!   the client sends its batches again.
 //!
 //! The broker's answer goes back through [`Pending::complete`], which
 //! commits what the broker acknowledged and builds the merged response.
@@ -24,7 +27,7 @@ use std::time::Duration;
 use super::Mode;
 use super::answer::{self, Answerer, Layout, MergeError};
 use super::cache::{Committed, DedupCache, Scope, TopicKey};
-use super::classify::{Action, PartitionBatch, Pause, classify_partition};
+use super::classify::{Action, Forward, PartitionBatch, Pause, classify_partition};
 use super::keyed::{KeyRules, classify_keys};
 use super::outcome::Outcomes;
 use crate::codec::produce::{self, ProduceRequest, ProduceResponse, TopicRef};
@@ -59,6 +62,8 @@ pub enum Decision {
     },
     /// Wait for in-flight originals first.
     Wait(Waiting),
+    /// Close the client connection without an answer.
+    Disconnect,
 }
 
 impl ProduceDedup {
@@ -121,6 +126,7 @@ impl ProduceDedup {
                             &self.cache,
                             self.keys.as_deref(),
                             self.mode,
+                            true,
                             &mut out,
                         )
                     })
@@ -149,6 +155,11 @@ impl ProduceDedup {
 /// The decision for a request none of whose partitions waits any more.
 fn settle(req: ProduceRequest, actions: Vec<Vec<Action>>) -> Decision {
     let flat = || actions.iter().flatten();
+    if flat().any(|a| matches!(a, Action::Gap)) {
+        // Everything else of the request is dropped: nothing was sent, so
+        // nothing is remembered.
+        return Decision::Disconnect;
+    }
     let untouched = |a: &Action| matches!(a, Action::Forward(f) if f.replace.is_none());
     if flat().all(untouched) {
         Decision::Forward(Pending {
@@ -199,10 +210,10 @@ impl Pending {
         let Pending { mut layout, merge } = self;
         for (topic, parts) in &mut layout.topics {
             for (index, who) in parts.iter_mut() {
-                let Answerer::Broker { guard, keys } = who else {
+                let Answerer::Broker { guard, keys, seq } = who else {
                     continue;
                 };
-                let (guard, keys) = (guard.take(), keys.take());
+                let (guard, keys, seq) = (guard.take(), keys.take(), seq.take());
                 let acknowledged = answer::find_partition(broker, topic, *index)
                     .map(|(_, p)| p)
                     .filter(|p| p.error_code == 0 && p.base_offset >= 0);
@@ -216,6 +227,9 @@ impl Pending {
                     }
                     if let Some(k) = keys {
                         k.commit(*index, p.base_offset);
+                    }
+                    if let Some(t) = seq {
+                        t.ack();
                     }
                 }
             }
@@ -245,6 +259,15 @@ impl Waiting {
         Duration::from_millis(self.req.timeout_ms.max(0) as u64).min(MAX_WAIT)
     }
 
+    /// Whether the connection must wait with this request (an idempotent
+    /// producer's batch: its later batches must not overtake it).
+    pub fn in_order(&self) -> bool {
+        self.actions
+            .iter()
+            .flatten()
+            .any(|a| matches!(a, Action::Wait(p) if p.in_order()))
+    }
+
     /// Waits for every in-flight original until `deadline` completes. A
     /// committed original gives a synthetic answer; a failed one makes this
     /// copy look again (it may now be the one the broker gets); past the
@@ -270,47 +293,70 @@ impl Waiting {
                         partition: p.index,
                         records: p.records.as_ref(),
                     };
+                    let classify = |batch, may_wait, out: &mut Outcomes| {
+                        classify_partition(
+                            batch,
+                            &dedup.cache,
+                            dedup.keys.as_deref(),
+                            dedup.mode,
+                            may_wait,
+                            out,
+                        )
+                    };
                     if expired {
-                        // Past the deadline the copy goes to the broker as
-                        // the client sent it, remembering nothing.
-                        out.forwarded += 1;
-                        actions[ti][pi] = Action::forward();
+                        actions[ti][pi] = if pause.in_order() {
+                            // An idempotent producer's batch goes out as key
+                            // dedup sends it (its sequence shifted), never
+                            // as the client wrote it.
+                            classify(batch, false, &mut out)
+                        } else {
+                            // Past the deadline the copy goes to the broker
+                            // as the client sent it, remembering nothing.
+                            out.forwarded += 1;
+                            Action::forward()
+                        };
                         continue;
                     }
-                    actions[ti][pi] = match pause {
+                    let woke = match pause {
                         Pause::Batch(rx) => match first(rx, deadline.as_mut()).await {
                             Some(Ok(Some(c))) => {
                                 out.coalesced += 1;
                                 out.bytes_saved += p.records.as_ref().map_or(0, |r| r.len() as u64);
-                                Action::Synthetic(c)
+                                actions[ti][pi] = Action::Synthetic(c);
+                                continue;
                             }
                             // The original failed (or was evicted): look again.
-                            Some(_) => classify_partition(
-                                batch,
-                                &dedup.cache,
-                                dedup.keys.as_deref(),
-                                dedup.mode,
-                                &mut out,
-                            ),
-                            None => {
-                                expired = true;
-                                continue;
-                            }
+                            Some(_) => true,
+                            None => false,
                         },
-                        // Committed or not, the keys are looked up again
-                        // (the batch itself was already judged fresh).
                         Pause::Key(rx) => match first(rx, deadline.as_mut()).await {
-                            Some(_) => match dedup.keys.as_deref() {
-                                Some(rules) => classify_keys(&batch, rules, &mut out)
-                                    .unwrap_or_else(Action::forward),
-                                None => Action::forward(),
-                            },
-                            None => {
-                                expired = true;
+                            // Committed or not, the keys are looked up again
+                            // (the batch itself was already judged fresh).
+                            Some(_) => {
+                                actions[ti][pi] = match dedup.keys.as_deref() {
+                                    Some(rules) => classify_keys(
+                                        &batch,
+                                        rules,
+                                        Forward::default(),
+                                        true,
+                                        &mut out,
+                                    ),
+                                    None => Action::forward(),
+                                };
                                 continue;
                             }
+                            None => false,
                         },
+                        // An idempotent producer's batch is looked at from
+                        // the start (its batch guard was let go).
+                        Pause::OrderedKey(rx) => first(rx, deadline.as_mut()).await.is_some(),
+                        Pause::Seq(rx) => first(rx, deadline.as_mut()).await.is_some(),
                     };
+                    if woke {
+                        actions[ti][pi] = classify(batch, true, &mut out);
+                    } else {
+                        expired = true;
+                    }
                 }
             }
         }

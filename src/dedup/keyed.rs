@@ -5,9 +5,10 @@
 //! The rules (docs/idempotency-keys.md has the whole of them):
 //! * Only batches of acks=all requests, neither transactional nor control,
 //!   that decode (CRC, codec, varints) are read; anything else goes to the
-//!   broker untouched. Batches of idempotent producers (producer id ≥ 0)
-//!   are left to the broker's own dedup for now: removing records from them
-//!   would shift their sequence numbers.
+//!   broker untouched. An idempotent producer's batches (producer id ≥ 0)
+//!   also go out with their base sequence lowered by the records removed
+//!   before them, and a batch sent again goes out as the first time
+//!   ([`super::sequence`]): the broker sees an unbroken sequence.
 //! * A record's key is a header, the record key, or its whole content; a
 //!   record without one is kept. Of two records with the same key in one
 //!   batch, the first is kept.
@@ -24,11 +25,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::cache::{Committed, TopicKey};
+use tokio::sync::oneshot;
+
+use super::cache::{BatchId, Committed, ProducerPartition, TopicKey};
 use super::classify::{Action, Forward, PartitionBatch, Pause};
-use super::keys::{Claim, KeyCache, KeyClaims, KeyId, KeyOrigin};
+use super::keys::{Claim, KeyCache, KeyClaims, KeyId, KeyOrigin, KeyOutcome};
 use super::outcome::Outcomes;
-use crate::codec::record_batch::{NO_PRODUCER_ID, parse_single_batch_header};
+use super::sequence::{Plan, Removal, Sending, Sequences, shifted};
+use crate::codec::record_batch::{
+    NO_PRODUCER_ID, RecordBatchHeader, parse_single_batch_header, verify_crc, with_base_sequence,
+};
 use crate::codec::records::{Record, decode_batch, encode_batch};
 
 /// Where a record's idempotency key comes from.
@@ -59,26 +65,43 @@ impl std::str::FromStr for KeySource {
     }
 }
 
-/// Which topics are deduplicated by key, from where keys come, and the
-/// cache that holds them.
+/// Which topics are deduplicated by key, from where each takes its keys,
+/// and the cache that holds them.
 #[derive(Debug)]
 pub struct KeyRules {
-    topics: Vec<glob::Pattern>,
-    source: KeySource,
+    /// The first pattern that matches a topic names its key source.
+    topics: Vec<(glob::Pattern, KeySource)>,
     cache: Arc<KeyCache>,
+    /// Sequence rewrites of idempotent producers whose records were removed.
+    sequences: Arc<Sequences>,
 }
 
 impl KeyRules {
-    /// `topics`: names or globs (`orders-*`). Errors name the bad pattern.
+    /// `topics`: names or globs (`orders-*`), all with `source`. Errors
+    /// name the bad pattern.
     pub fn new(topics: &[String], source: KeySource, cache: Arc<KeyCache>) -> Result<Self, String> {
-        let topics = topics
-            .iter()
-            .map(|t| glob::Pattern::new(t).map_err(|e| format!("topic pattern '{t}': {e}")))
+        let rules = topics.iter().map(|t| (t.clone(), source.clone()));
+        Self::with_sources(rules, cache)
+    }
+
+    /// One key source per topic pattern: the first pattern that matches a
+    /// topic applies to it. Errors name the bad pattern.
+    pub fn with_sources(
+        rules: impl IntoIterator<Item = (String, KeySource)>,
+        cache: Arc<KeyCache>,
+    ) -> Result<Self, String> {
+        let topics = rules
+            .into_iter()
+            .map(|(t, source)| {
+                glob::Pattern::new(&t)
+                    .map(|p| (p, source))
+                    .map_err(|e| format!("topic pattern '{t}': {e}"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(KeyRules {
             topics,
-            source,
             cache,
+            sequences: Sequences::new(super::sequence::MAX_LINES),
         })
     }
 
@@ -86,12 +109,33 @@ impl KeyRules {
         &self.cache
     }
 
-    pub fn applies_to(&self, topic: &str) -> bool {
-        self.topics.iter().any(|p| p.matches(topic))
+    pub fn sequences(&self) -> &Arc<Sequences> {
+        &self.sequences
     }
 
+    /// Drops expired keys and idle producer lines (called periodically).
+    pub fn sweep(&self) {
+        self.cache.sweep();
+        self.sequences.sweep();
+    }
+
+    pub fn applies_to(&self, topic: &str) -> bool {
+        self.source_for(topic).is_some()
+    }
+
+    /// Where `topic`'s records take their keys, if it is deduplicated.
+    pub fn source_for(&self, topic: &str) -> Option<&KeySource> {
+        self.topics
+            .iter()
+            .find(|(p, _)| p.matches(topic))
+            .map(|(_, s)| s)
+    }
+}
+
+impl KeySource {
+    /// The idempotency key of `r`, if it has one.
     fn key_of<'a>(&self, r: &'a Record) -> Option<Cow<'a, [u8]>> {
-        match &self.source {
+        match self {
             KeySource::Header(name) => r
                 .headers
                 .iter()
@@ -129,25 +173,147 @@ fn record_size(r: &Record) -> u64 {
     (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + h) as u64
 }
 
-/// Classifies one partition by its records' keys; `None` when key dedup
-/// does not apply to it (the batch-level decision stands).
+/// A batch's topic as key dedup sees it: its rules and key source.
+struct Keyed<'a> {
+    rules: &'a KeyRules,
+    source: &'a KeySource,
+    topic: &'a str,
+}
+
+/// The records of one batch as key dedup reads them.
+struct Reading {
+    /// Positions (in the client's batch) of the records removed, ascending.
+    removed: Vec<u32>,
+    /// Records that go to the broker.
+    kept: usize,
+    /// Where the first removed record's original was written.
+    first_origin: Option<KeyOrigin>,
+    counts: Outcomes,
+}
+
+/// Reads every record's key: claims the fresh ones in `claims`, drops the
+/// ones the cluster holds (and a second record with a key seen earlier in
+/// the batch). A key another batch has in flight makes the batch wait
+/// (`Err`) when `may_wait`; otherwise that record is kept unclaimed (a
+/// duplicate may pass, nothing is lost).
+fn read_keys(
+    b: &PartitionBatch<'_>,
+    k: &Keyed<'_>,
+    records: &[Record],
+    may_wait: bool,
+    claims: &mut KeyClaims,
+) -> Result<Reading, oneshot::Receiver<KeyOutcome>> {
+    let mut seen = HashSet::with_capacity(records.len());
+    let mut r = Reading {
+        removed: Vec::new(),
+        kept: 0,
+        first_origin: None,
+        counts: Outcomes::default(),
+    };
+    for (position, record) in records.iter().enumerate() {
+        let Some(key) = k.source.key_of(record) else {
+            r.counts.key_records_unkeyed += 1;
+            r.kept += 1;
+            continue;
+        };
+        let id = KeyId::new(b.scope, k.topic, &key);
+        let claim = if seen.insert(id) {
+            k.rules.cache.claim(id, r.kept as u32, claims)
+        } else {
+            // The first of two records with one key is kept.
+            Claim::Duplicate(KeyOrigin {
+                partition: b.partition,
+                offset: -1,
+            })
+        };
+        match claim {
+            Claim::Fresh => {
+                r.counts.key_records_fresh += 1;
+                r.kept += 1;
+            }
+            Claim::Duplicate(origin) => {
+                r.counts.key_records_duplicate += 1;
+                r.counts.bytes_saved += record_size(record);
+                r.removed.push(position as u32);
+                if origin.offset >= 0 {
+                    r.first_origin.get_or_insert(origin);
+                }
+            }
+            // Another batch carries this key now: let go of what this one
+            // claimed (copies waiting for those keys go ahead) and wait.
+            Claim::InFlight(rx) if may_wait => return Err(rx),
+            Claim::InFlight(_) => {
+                r.counts.key_records_fresh += 1;
+                r.kept += 1;
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// The answer for a batch whose records are all in the cluster: the first
+/// original's offset when it is on this partition; otherwise -1, as an
+/// acks=0 answer carries: success, no offset to tell.
+fn answer_for(r: &Reading, partition: i32) -> Committed {
+    let base_offset = r
+        .first_origin
+        .filter(|o| o.partition == partition)
+        .map_or(-1, |o| o.offset);
+    Committed {
+        base_offset,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
+}
+
+/// Classifies one partition by its records' keys. `f` is what the batch
+/// rules decided (forward, with the batch's guard when it has one); it
+/// stands, untouched, where key dedup does not apply.
 pub(crate) fn classify_keys(
     b: &PartitionBatch<'_>,
     rules: &KeyRules,
+    f: Forward,
+    may_wait: bool,
     out: &mut Outcomes,
-) -> Option<Action> {
+) -> Action {
     let TopicKey::Name(topic) = &b.topic else {
         // A topic id whose name is not known yet: its rules cannot be told.
-        return None;
+        return Action::Forward(f);
     };
-    if b.acks != -1 || !rules.applies_to(topic) {
-        return None;
+    let Some(source) = rules.source_for(topic).filter(|_| b.acks == -1) else {
+        return Action::Forward(f);
+    };
+    let k = Keyed {
+        rules,
+        source,
+        topic,
+    };
+    let Some(records) = b.records else {
+        return Action::Forward(f);
+    };
+    let Ok(header) = parse_single_batch_header(records) else {
+        return Action::Forward(f);
+    };
+    if header.is_transactional() || header.is_control() {
+        return Action::Forward(f);
     }
-    let records = b.records?;
-    let header = parse_single_batch_header(records).ok()?;
-    if header.is_transactional() || header.is_control() || header.producer_id != NO_PRODUCER_ID {
-        return None;
+    if header.producer_id == NO_PRODUCER_ID {
+        classify_plain(b, &k, records, &header, may_wait, out).unwrap_or(Action::Forward(f))
+    } else {
+        classify_idempotent(b, &k, records, &header, f, may_wait, out)
     }
+}
+
+/// A producer without idempotence: records are removed freely. `None`:
+/// forward the batch untouched.
+fn classify_plain(
+    b: &PartitionBatch<'_>,
+    k: &Keyed<'_>,
+    records: &Bytes,
+    header: &RecordBatchHeader,
+    may_wait: bool,
+    out: &mut Outcomes,
+) -> Option<Action> {
     let batch = match decode_batch(records) {
         Ok(d) => d,
         Err(e) => {
@@ -156,75 +322,37 @@ pub(crate) fn classify_keys(
             return None;
         }
     };
-    let mut claims = KeyClaims::new(&rules.cache);
-    let mut seen = HashSet::with_capacity(batch.records.len());
-    let mut kept: Vec<Record> = Vec::with_capacity(batch.records.len());
-    let mut first_origin: Option<KeyOrigin> = None;
-    let mut counts = Outcomes::default();
-    for r in batch.records {
-        let Some(key) = rules.key_of(&r) else {
-            counts.key_records_unkeyed += 1;
-            kept.push(r);
-            continue;
-        };
-        let id = KeyId::new(b.scope, topic, &key);
-        if !seen.insert(id) {
-            counts.key_records_duplicate += 1;
-            counts.bytes_saved += record_size(&r);
-            continue;
-        }
-        match rules.cache.claim(id, kept.len() as u32, &mut claims) {
-            Claim::Fresh => {
-                counts.key_records_fresh += 1;
-                kept.push(r);
-            }
-            Claim::Duplicate(origin) => {
-                counts.key_records_duplicate += 1;
-                counts.bytes_saved += record_size(&r);
-                first_origin.get_or_insert(origin);
-            }
-            // Another batch carries this key now: let go of what this one
-            // claimed (copies waiting for those keys go ahead) and wait.
-            Claim::InFlight(rx) => return Some(Action::Wait(Pause::Key(rx))),
-        }
-    }
+    let mut claims = KeyClaims::new(&k.rules.cache);
+    let r = match read_keys(b, k, &batch.records, may_wait, &mut claims) {
+        Ok(r) => r,
+        Err(rx) => return Some(Action::Wait(Pause::Key(rx))),
+    };
     let keys = (!claims.is_empty()).then_some(claims);
-    if counts.key_records_duplicate == 0 {
-        out.add(counts);
+    if r.removed.is_empty() {
+        out.add(r.counts);
         return Some(Action::Forward(Forward {
-            guard: None,
             keys,
-            replace: None,
+            ..Forward::default()
         }));
     }
-    if kept.is_empty() {
-        // Every record is in the cluster already. The answer carries the
-        // first original's offset when it is on this partition; otherwise
-        // -1, as an acks=0 answer does: success, no offset to tell.
-        let base_offset = first_origin
-            .filter(|o| o.partition == b.partition)
-            .map_or(-1, |o| o.offset);
-        counts.key_batches_answered += 1;
-        out.add(counts);
-        return Some(Action::Synthetic(Committed {
-            base_offset,
-            log_append_time_ms: -1,
-            log_start_offset: -1,
-        }));
+    if r.kept == 0 {
+        out.key_batches_answered += 1;
+        out.add(r.counts);
+        return Some(Action::Synthetic(answer_for(&r, b.partition)));
     }
     match encode_batch(
         &batch.header,
         batch.compression,
         header.base_sequence,
-        &kept,
+        &kept_records(batch.records, &r.removed),
     ) {
         Ok(replace) => {
-            counts.key_batches_reencoded += 1;
-            out.add(counts);
+            out.key_batches_reencoded += 1;
+            out.add(r.counts);
             Some(Action::Forward(Forward {
-                guard: None,
                 keys,
                 replace: Some(replace),
+                ..Forward::default()
             }))
         }
         Err(e) => {
@@ -233,6 +361,163 @@ pub(crate) fn classify_keys(
             tracing::warn!(error = %e, "batch could not be re-encoded; forwarding untouched");
             out.key_batches_undecodable += 1;
             None
+        }
+    }
+}
+
+/// An idempotent producer (docs/idempotency-keys.md, "Idempotent
+/// producers"): records are removed as for any producer, and the batch
+/// goes out with its base sequence lowered by what was removed before it
+/// on this producer-partition ([`super::sequence`]); a batch sent again
+/// goes out exactly as the first time.
+#[allow(clippy::too_many_arguments)]
+fn classify_idempotent(
+    b: &PartitionBatch<'_>,
+    k: &Keyed<'_>,
+    records: &Bytes,
+    header: &RecordBatchHeader,
+    f: Forward,
+    may_wait: bool,
+    out: &mut Outcomes,
+) -> Action {
+    if header.base_sequence < 0 {
+        return Action::Forward(f);
+    }
+    if verify_crc(records, header).is_err() {
+        // The broker answers CORRUPT_MESSAGE; nothing to remember.
+        return Action::Forward(f);
+    }
+    // Decoded before the line is locked: other producers of its shard do
+    // not wait for a decompression.
+    let decoded = match decode_batch(records) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::debug!(error = %e, "batch not decodable for key dedup; sent whole");
+            out.key_batches_undecodable += 1;
+            None
+        }
+    };
+    let key = ProducerPartition {
+        scope: b.scope.clone(),
+        producer_id: header.producer_id,
+        topic: b.topic.clone(),
+        partition: b.partition,
+    };
+    let id = BatchId {
+        epoch: header.producer_epoch,
+        base_sequence: header.base_sequence,
+        last_sequence: header.last_sequence(),
+        crc: header.crc,
+    };
+    let count = (header.last_offset_delta.max(0) as u32).saturating_add(1);
+    let planned = k.rules.sequences.plan(&key, id, count);
+    let mut claims = KeyClaims::new(&k.rules.cache);
+    let mut counts = Outcomes::default();
+    let (removal, again) = match planned.plan().clone() {
+        Plan::Untouched => return Action::Forward(f),
+        Plan::Again { removal, .. } => (removal, true),
+        Plan::New { .. } => match &decoded {
+            None => (Removal::Nothing, false),
+            Some(d) => {
+                let r = match read_keys(b, k, &d.records, may_wait, &mut claims) {
+                    Ok(r) => r,
+                    Err(rx) => return Action::Wait(Pause::OrderedKey(rx)),
+                };
+                counts = r.counts;
+                let removal = if r.removed.is_empty() {
+                    Removal::Nothing
+                } else if r.kept == 0 {
+                    Removal::All(answer_for(&r, b.partition))
+                } else {
+                    Removal::Records(r.removed.into())
+                };
+                (removal, false)
+            }
+        },
+    };
+    let (shift, ticket) = match planned.send(removal.clone()) {
+        Sending::Broker { shift, ticket } => (shift, ticket),
+        Sending::Answer(c) => {
+            out.add(counts);
+            out.key_batches_answered += 1;
+            return Action::Synthetic(c);
+        }
+        Sending::Wait(rx) if may_wait => return Action::Wait(Pause::Seq(rx)),
+        // Past the deadline an earlier batch is still at the broker: the
+        // client sends both again.
+        Sending::Wait(_) => {
+            out.key_sequence_gaps += 1;
+            return Action::Gap;
+        }
+        Sending::Gap => {
+            out.key_sequence_gaps += 1;
+            return Action::Gap;
+        }
+    };
+    let base = shifted(header.base_sequence, shift);
+    // What goes out, decoded: the kept records with the batch's fields.
+    let sent = decoded.map(|d| {
+        let records = match &removal {
+            Removal::Records(gone) => kept_records(d.records, gone),
+            _ => d.records,
+        };
+        (records, d.header, d.compression)
+    });
+    if again && let Some((kept, ..)) = &sent {
+        // A batch sent again: the keys it carries are claimed anew, so
+        // that its acknowledgement records them.
+        claim_quietly(b, k, kept, &mut claims);
+    }
+    let replace = match (&removal, sent) {
+        (Removal::Records(_), Some((kept, h, c))) => encode_batch(&h, c, base, &kept).map(Some),
+        (Removal::Nothing, _) if shift == 0 => Ok(None),
+        (Removal::Nothing, _) => with_base_sequence(records, base).map(Some),
+        _ => Err(crate::codec::CodecError::Invalid(
+            "records to remove from a batch that does not decode",
+        )),
+    };
+    let replace = match replace {
+        Ok(r) => r,
+        Err(e) => {
+            // Not as planned: the broker sees the client's batch and
+            // decides (at worst it refuses it).
+            tracing::warn!(error = %e, "idempotent batch could not be rewritten; forwarding untouched");
+            return Action::Forward(f);
+        }
+    };
+    out.add(counts);
+    if matches!(removal, Removal::Records(_)) {
+        out.key_batches_reencoded += 1;
+    }
+    if shift != 0 {
+        out.key_batches_resequenced += 1;
+    }
+    Action::Forward(Forward {
+        guard: f.guard,
+        keys: (!claims.is_empty()).then_some(claims),
+        replace,
+        seq: Some(ticket),
+    })
+}
+
+/// `records` without the ones at positions `gone` (ascending).
+fn kept_records(records: Vec<Record>, gone: &[u32]) -> Vec<Record> {
+    records
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| gone.binary_search(&(*i as u32)).is_err())
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// Claims the keys of `kept` that nobody holds, without waiting for any:
+/// the records go out whatever the claims say (a batch sent again must be
+/// the same batch).
+fn claim_quietly(b: &PartitionBatch<'_>, k: &Keyed<'_>, kept: &[Record], claims: &mut KeyClaims) {
+    for (position, r) in kept.iter().enumerate() {
+        if let Some(key) = k.source.key_of(r) {
+            let id = KeyId::new(b.scope, k.topic, &key);
+            let _ = k.rules.cache.claim(id, position as u32, claims);
         }
     }
 }
@@ -478,19 +763,136 @@ mod tests {
             request(
                 "orders-eu",
                 -1,
-                batch_of(77, 0, Compression::None, &[Some("a")]),
-            ),
-            request(
-                "orders-eu",
-                -1,
                 batch_of(-1, 0x10, Compression::None, &[Some("a")]),
             ),
+            request("orders-eu", -1, idem(77, 1, 0, 0x10, &[Some("a")])),
             request("orders-eu", -1, Bytes::from(corrupt)),
         ] {
             let (decision, out) = decide(&d, req);
             assert!(matches!(decision, Decision::Forward(_)), "{decision:?}");
             assert_eq!(out.key_records_duplicate, 0);
         }
+    }
+
+    /// A batch of idempotent producer `pid` (epoch `epoch`) starting at
+    /// sequence `seq`.
+    fn idem(pid: i64, epoch: i16, seq: i32, attributes: i16, keys: &[Option<&str>]) -> Bytes {
+        let t = encode_record_batch(pid, epoch, seq, 1_000, attributes, &[]);
+        let t = parse_single_batch_header(&t).unwrap();
+        let records: Vec<_> = keys
+            .iter()
+            .map(|k| record(*k, &format!("v-{k:?}")))
+            .collect();
+        encode_batch(&t, Compression::Zstd, seq, &records).unwrap()
+    }
+
+    /// The base sequence and record values of what goes to the broker.
+    fn sent(d: &Decision, client: &Bytes) -> (i32, Vec<String>) {
+        let records = match d {
+            Decision::Forward(_) => client.clone(),
+            Decision::Split { request, .. } => {
+                request.topics[0].partitions[0].records.clone().unwrap()
+            }
+            other => panic!("nothing goes to the broker: {other:?}"),
+        };
+        let b = decode_batch(&records).unwrap();
+        let values = b
+            .records
+            .iter()
+            .map(|r| String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap())
+            .collect();
+        (b.header.base_sequence, values)
+    }
+
+    fn pending(d: Decision) -> crate::dedup::Pending {
+        match d {
+            Decision::Forward(p) | Decision::Split { pending: p, .. } => p,
+            other => panic!("nothing goes to the broker: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_restarted_idempotent_producer_keeps_its_sequences_as_the_broker_sees_them() {
+        let d = dedup();
+        // The first producer wrote "a" and "b".
+        let first = idem(5, 0, 0, 0, &[Some("a"), Some("b")]);
+        let (d1, _) = decide(&d, request("orders-eu", -1, first.clone()));
+        assert_eq!(
+            sent(&d1, &first),
+            (0, vec!["v-Some(\"a\")".into(), "v-Some(\"b\")".into()])
+        );
+        pending(d1).complete(&ok("orders-eu", 10)).unwrap();
+        // Its successor (a new producer id) sends "a", "c" from sequence 0,
+        // then "b" alone, then "d", "e".
+        let b0 = idem(6, 0, 0, 0, &[Some("a"), Some("c")]);
+        let (d0, out) = decide(&d, request("orders-eu", -1, b0.clone()));
+        assert_eq!(out.key_records_duplicate, 1);
+        assert_eq!(sent(&d0, &b0), (0, vec!["v-Some(\"c\")".into()]));
+        // Not answered yet: "b" alone must wait for it.
+        let b2 = idem(6, 0, 2, 0, &[Some("b")]);
+        let (Decision::Wait(w), _) = decide(&d, request("orders-eu", -1, b2.clone())) else {
+            panic!("a batch of duplicates only waits for the batch before it");
+        };
+        assert!(w.in_order());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let waiting = rt.spawn(w.resolve(std::future::pending()));
+        // The broker took "c" as sequence 0: "b" is answered, then "d", "e"
+        // (sequences 3, 4) go out as 1, 2.
+        pending(d0).complete(&ok("orders-eu", 12)).unwrap();
+        let (Decision::Answer(r), out) = rt.block_on(waiting).unwrap() else {
+            panic!("answered once the batch before it landed");
+        };
+        assert_eq!(out.key_batches_answered, 1);
+        assert_eq!(r.responses[0].partitions[0].base_offset, 11);
+        let b3 = idem(6, 0, 3, 0, &[Some("d"), Some("e")]);
+        let (d3, out) = decide(&d, request("orders-eu", -1, b3.clone()));
+        assert_eq!(out.key_batches_resequenced, 1);
+        assert_eq!(
+            sent(&d3, &b3),
+            (1, vec!["v-Some(\"d\")".into(), "v-Some(\"e\")".into()])
+        );
+        // Its answer lost, it is sent again: it goes out exactly as the
+        // first time, whatever the keys say now ("d" and "e" are claimed by
+        // no one any more).
+        drop(d3);
+        let (again3, _) = decide(&d, request("orders-eu", -1, b3.clone()));
+        assert_eq!(
+            sent(&again3, &b3),
+            (1, vec!["v-Some(\"d\")".into(), "v-Some(\"e\")".into()])
+        );
+        // A new epoch starts over from sequence 0, unshifted.
+        let e1 = idem(6, 1, 0, 0, &[Some("f")]);
+        let (de, out) = decide(&d, request("orders-eu", -1, e1.clone()));
+        assert_eq!(out.key_batches_resequenced, 0);
+        assert_eq!(sent(&de, &e1), (0, vec!["v-Some(\"f\")".into()]));
+    }
+
+    #[test]
+    fn a_batch_of_duplicates_only_behind_a_failed_batch_closes_the_connection() {
+        let d = dedup();
+        let (d1, _) = decide(&d, request("orders-eu", -1, idem(5, 0, 0, 0, &[Some("a")])));
+        pending(d1).complete(&ok("orders-eu", 10)).unwrap();
+        let (d0, _) = decide(&d, request("orders-eu", -1, idem(6, 0, 0, 0, &[Some("x")])));
+        // The broker refuses "x" (say, NOT_LEADER_OR_FOLLOWER).
+        let mut refused = ok("orders-eu", -1);
+        refused.responses[0].partitions[0].error_code = 6;
+        pending(d0).complete(&refused).unwrap();
+        let (gap, out) = decide(&d, request("orders-eu", -1, idem(6, 0, 1, 0, &[Some("a")])));
+        assert!(matches!(gap, Decision::Disconnect), "{gap:?}");
+        assert_eq!(out.key_sequence_gaps, 1);
+        // Sent again in order, both go through: "x" to the broker, then
+        // "a" answered.
+        let (d0, _) = decide(&d, request("orders-eu", -1, idem(6, 0, 0, 0, &[Some("x")])));
+        pending(d0).complete(&ok("orders-eu", 11)).unwrap();
+        let (Decision::Answer(r), _) =
+            decide(&d, request("orders-eu", -1, idem(6, 0, 1, 0, &[Some("a")])))
+        else {
+            panic!("answered behind an acknowledged batch");
+        };
+        assert_eq!(r.responses[0].partitions[0].base_offset, 10);
     }
 
     #[test]
@@ -502,7 +904,7 @@ mod tests {
         let cache = KeyCache::new(Duration::from_secs(1), 1);
         let r = record(Some("h"), "v");
         let by = |s: &str| {
-            KeyRules::new(&[], s.parse().unwrap(), Arc::clone(&cache))
+            s.parse::<KeySource>()
                 .unwrap()
                 .key_of(&r)
                 .map(|c| c.into_owned())
@@ -511,5 +913,20 @@ mod tests {
         assert_eq!(by("key"), None);
         assert!(by("content").is_some());
         assert!(KeyRules::new(&["[".into()], KeySource::RecordKey, cache).is_err());
+    }
+
+    #[test]
+    fn the_first_rule_that_matches_a_topic_names_its_key_source() {
+        let rules = KeyRules::with_sources(
+            [
+                ("orders-eu".to_string(), KeySource::Content),
+                ("orders-*".to_string(), KeySource::RecordKey),
+            ],
+            KeyCache::new(Duration::from_secs(1), 1),
+        )
+        .unwrap();
+        assert_eq!(rules.source_for("orders-eu"), Some(&KeySource::Content));
+        assert_eq!(rules.source_for("orders-us"), Some(&KeySource::RecordKey));
+        assert_eq!(rules.source_for("payments"), None);
     }
 }

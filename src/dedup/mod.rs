@@ -21,6 +21,7 @@ pub mod decision;
 pub mod keyed;
 pub mod keys;
 pub mod outcome;
+pub mod sequence;
 
 pub use answer::MergeError;
 pub use cache::DedupCache;

@@ -32,6 +32,12 @@ pub struct Outcomes {
     pub key_batches_answered: u32,
     /// Batches of key-dedup topics that did not decode: forwarded untouched.
     pub key_batches_undecodable: u32,
+    /// Idempotent producers' batches sent with their base sequence lowered
+    /// by records removed from earlier batches.
+    pub key_batches_resequenced: u32,
+    /// Idempotent producers' batches of duplicates only that could not be
+    /// answered in order: the connection was closed.
+    pub key_sequence_gaps: u32,
 }
 
 impl Outcomes {
@@ -58,5 +64,7 @@ impl Outcomes {
         self.key_batches_reencoded += other.key_batches_reencoded;
         self.key_batches_answered += other.key_batches_answered;
         self.key_batches_undecodable += other.key_batches_undecodable;
+        self.key_batches_resequenced += other.key_batches_resequenced;
+        self.key_sequence_gaps += other.key_sequence_gaps;
     }
 }

@@ -90,6 +90,13 @@ pub enum Refusal {
         "SaslHandshake v0 with mechanism {mechanism:?}, whose token rounds the proxy cannot follow"
     )]
     SaslMechanism { mechanism: String },
+    /// An idempotent producer's batch of duplicates only could not be
+    /// acknowledged in sequence order (docs/idempotency-keys.md): the
+    /// client sends its batches again on a new connection.
+    #[error(
+        "an idempotent batch of duplicates only follows a batch the broker did not acknowledge"
+    )]
+    SequenceGap,
 }
 
 /// Why a connection closes.
@@ -138,6 +145,7 @@ impl Close {
             Close::Policy(Refusal::HiddenApi { .. }) => "hidden_api",
             Close::Policy(Refusal::VersionAboveAdvertised { .. }) => "version",
             Close::Policy(Refusal::SaslMechanism { .. }) => "sasl_mechanism",
+            Close::Policy(Refusal::SequenceGap) => "sequence_gap",
             Close::Client(ClientFault::Gone) | Close::Broker(BrokerFault::Gone) => return None,
         })
     }

@@ -198,6 +198,7 @@ async fn sweep_cache(shared: Arc<Shared>) {
     metrics::gauge!(crate::metrics::DEDUP_CACHE_CAPACITY).set(cache.capacity() as f64);
     let mut published = Default::default();
     let mut keys_published = Default::default();
+    let mut lines_published = Default::default();
     let mut ticks = 0u64;
     loop {
         tokio::select! {
@@ -210,8 +211,9 @@ async fn sweep_cache(shared: Arc<Shared>) {
         }
         crate::metrics::record_cache(cache, &mut published);
         if let Some(rules) = shared.dedup.key_rules() {
-            rules.cache().sweep();
+            rules.sweep();
             crate::metrics::record_keys(rules.cache(), &mut keys_published);
+            crate::metrics::record_sequences(rules.sequences(), &mut lines_published);
         }
     }
 }

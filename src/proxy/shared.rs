@@ -13,7 +13,7 @@ use super::sni::SniRoutes;
 use super::tls;
 use super::topics::TopicNames;
 use crate::config::Config;
-use crate::dedup::{DedupCache, KeyCache, KeyRules, KeySource, ProduceDedup};
+use crate::dedup::{DedupCache, KeyCache, KeyRules, ProduceDedup};
 
 /// The Produce dedup `config` asks for: the batch cache, and key dedup
 /// when topics are named. Errors name the flag.
@@ -24,20 +24,15 @@ pub fn dedup_for(config: &Config) -> Result<ProduceDedup, String> {
         Duration::from_secs(config.cache_idle_ttl_seconds),
     );
     let dedup = ProduceDedup::new(cache, config.dedup_mode.into());
-    let topics = config.key_dedup_topics();
-    if topics.is_empty() {
+    let rules = config.key_dedup_rules()?;
+    if rules.is_empty() {
         return Ok(dedup);
     }
-    let source: KeySource = config
-        .key_dedup_source
-        .parse()
-        .map_err(|e| format!("--key-dedup-source {e}"))?;
     let keys = KeyCache::new(
         Duration::from_secs(config.key_dedup_window_seconds),
         config.key_dedup_max_keys.max(1),
     );
-    let rules =
-        KeyRules::new(&topics, source, keys).map_err(|e| format!("--key-dedup-topics {e}"))?;
+    let rules = KeyRules::with_sources(rules, keys)?;
     Ok(dedup.with_keys(rules))
 }
 

@@ -73,10 +73,12 @@ public final class ClientHarness {
         "  produce --bootstrap B --topic T --count N [--size BYTES] [--acks all|1|0]",
         "          [--idempotence true|false] [--partition P] [--key-prefix K]",
         "          [--value-prefix V] [--start I] [--transactional-id ID [--abort]]",
-        "          [--linger-ms L] [--extra k=v]...",
+        "          [--linger-ms L] [--then-start J --then-count M] [--extra k=v]...",
         "      record i (i = start..start+N-1) has value \"V-i\" (V defaults to \"v\")",
-        "      right-padded with '.' to BYTES, and key \"K-i\" when --key-prefix is given.",
-        "      -> {\"sent\":N,\"acked\":N,\"errors\":[...],\"offsets\":{\"<partition>\":[o1,...]},...}",
+        "      right-padded with '.' to BYTES, and key \"K-i\" when --key-prefix is given;",
+        "      with --then-count the same producer goes on with records J..J+M-1.",
+        "      -> {\"sent\":N,\"acked\":N,\"errors\":[...],\"offsets\":{\"<partition>\":[o1,...]},",
+        "          \"retries\":R (the producer's record-retry-total),...}",
         "  consume --bootstrap B --topic T [--group G] [--isolation read_committed|read_uncommitted]",
         "          [--expect N] [--timeout-ms MS] [--from-beginning] [--no-records] [--extra k=v]...",
         "      reads until N records (exit 1 when fewer came) or the timeout (default 30000 ms);",
@@ -157,6 +159,9 @@ public final class ClientHarness {
         if (count < 0) throw new UsageException("--count is required");
         int size = a.intOpt("size", 0);
         int start = a.intOpt("start", 0);
+        int thenStart = a.intOpt("then-start", 0);
+        int first = count;
+        count += a.intOpt("then-count", 0);
         String keyPrefix = a.opt("key-prefix", null);
         String valuePrefix = a.opt("value-prefix", "v");
         Integer partition = a.has("partition") ? Integer.valueOf(a.intOpt("partition", 0)) : null;
@@ -182,6 +187,7 @@ public final class ClientHarness {
         final List<String> errors = Collections.synchronizedList(new ArrayList<>());
         String txState = null;
         String fatal = null;
+        double retries = -1;
         long t0 = System.nanoTime();
         int sent = 0;
 
@@ -193,7 +199,7 @@ public final class ClientHarness {
             }
             for (int n = 0; n < count; n++) {
                 final int idx = n;
-                int i = start + n;
+                int i = n < first ? start + n : thenStart + (n - first);
                 byte[] key = keyPrefix == null ? null : (keyPrefix + "-" + i).getBytes(StandardCharsets.UTF_8);
                 byte[] value = value(valuePrefix, i, size);
                 ProducerRecord<byte[], byte[]> rec = new ProducerRecord<>(topic, partition, key, value);
@@ -210,6 +216,7 @@ public final class ClientHarness {
                 sent++;
             }
             producer.flush();
+            retries = producerMetric(producer, "record-retry-total");
             if (txId != null) {
                 if (abort) {
                     producer.abortTransaction();
@@ -250,10 +257,23 @@ public final class ClientHarness {
             .put("errors", errs)
             .put("offsets", offs);
         if (txState != null) out.put("transaction", txState);
+        out.put("retries", (long) retries);
         out.put("elapsed_ms", elapsedMs);
         System.out.println(out);
         boolean ok = fatal == null && acked.get() == count;
         return ok ? 0 : 1;
+    }
+
+    /** A producer-metrics value (e.g. record-retry-total), -1 when absent. */
+    static double producerMetric(KafkaProducer<byte[], byte[]> producer, String name) {
+        for (Map.Entry<org.apache.kafka.common.MetricName, ? extends org.apache.kafka.common.Metric> e
+                : producer.metrics().entrySet()) {
+            if (e.getKey().name().equals(name) && e.getKey().group().equals("producer-metrics")) {
+                Object v = e.getValue().metricValue();
+                if (v instanceof Number) return ((Number) v).doubleValue();
+            }
+        }
+        return -1;
     }
 
     static byte[] value(String prefix, int i, int size) {

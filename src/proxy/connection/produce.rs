@@ -18,7 +18,7 @@ use crate::codec::header::{
 use crate::codec::produce::{self, ProduceRequest, ProduceResponse};
 use crate::dedup::{Decision, Outcomes};
 use crate::metrics as kdp_metrics;
-use crate::proxy::error::{ClientFault, Close};
+use crate::proxy::error::{ClientFault, Close, Refusal};
 
 /// `rest` is the request body after the header, a slice of `frame`.
 pub(super) async fn handle_produce(
@@ -65,6 +65,20 @@ pub(super) async fn handle_produce(
         .decide(req, &scope, |t| shared.topics.key_for(t));
     kdp_metrics::record_outcomes(&outcomes);
     match decision {
+        Decision::Wait(waiting) if waiting.in_order() => {
+            // An idempotent producer's batch: the connection waits with it,
+            // so that its later batches cannot reach the broker ahead of it.
+            // What is queued goes out first: what it waits for may be there.
+            s.flush().await?;
+            let deadline = tokio::time::sleep(waiting.timeout());
+            let (decision, outcomes) = waiting.resolve(deadline).await;
+            kdp_metrics::record_outcomes(&outcomes);
+            match carry_out(decision, frame, &header) {
+                Carry::Answer(bytes) => s.reply_now(bytes).await,
+                Carry::Send(bytes, on) => s.forward(bytes, corr, api::PRODUCE, on).await,
+                Carry::Close(close) => Err(close),
+            }
+        }
         Decision::Wait(waiting) => {
             // Rare: a retry of a batch that is at the broker right now. It
             // keeps its turn (the slot) while its own task waits.
@@ -77,6 +91,9 @@ pub(super) async fn handle_produce(
                 match carry_out(decision, frame, &header) {
                     Carry::Answer(bytes) => {
                         let _ = reply.send(Ok(bytes));
+                    }
+                    Carry::Close(close) => {
+                        let _ = reply.send(Err(close));
                     }
                     Carry::Send(bytes, on_response) => {
                         let owed = owed_produce(corr, on_response, reply);
@@ -95,6 +112,7 @@ pub(super) async fn handle_produce(
         decision => match carry_out(decision, frame, &header) {
             Carry::Answer(bytes) => s.reply_now(bytes).await,
             Carry::Send(bytes, on) => s.forward(bytes, corr, api::PRODUCE, on).await,
+            Carry::Close(close) => Err(close),
         },
     }
 }
@@ -105,6 +123,8 @@ enum Carry {
     Answer(Bytes),
     /// To the broker, with what to do with its answer.
     Send(Bytes, OnResponse),
+    /// Nothing: the connection closes.
+    Close(Close),
 }
 
 fn carry_out(decision: Decision, frame: Frame, header: &RequestHeader) -> Carry {
@@ -127,6 +147,7 @@ fn carry_out(decision: Decision, frame: Frame, header: &RequestHeader) -> Carry 
                 dedup: Some(pending),
             },
         ),
+        Decision::Disconnect => Carry::Close(Refusal::SequenceGap.into()),
         // `resolve` never waits twice; were it to, the broker decides.
         Decision::Wait(_) => Carry::Send(
             frame.into_raw(),
