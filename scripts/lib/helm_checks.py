@@ -414,6 +414,17 @@ def cmd_sni(path):
     args = args_of(container)
     assert args["--sni-routing"] == "broker-$$(nodeId).kafka.example.com", args
     assert args["--sni-bootstrap"] == "bootstrap.kafka.example.com", args
+    assert "--sni-advertised-port" not in args, args
+
+
+def cmd_sni_port(path):
+    """SNI routing behind a passthrough on 443: the proxy advertises 443,
+    the Service keeps the proxy's own port."""
+    docs = load(path)
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert args_of(container)["--sni-advertised-port"] == "443", args_of(container)
+    svc = one(docs, "Service")
+    assert [p["port"] for p in svc["spec"]["ports"] if p["name"] == "bootstrap"] == [9092], svc
 
 
 def cmd_core_only(path, out):
