@@ -227,6 +227,13 @@ pub struct Config {
     #[arg(long, env = "KDP_SNI_BOOTSTRAP", requires = "sni_routing")]
     pub sni_bootstrap: Option<String>,
 
+    /// With --sni-routing: the port clients are told for every broker name,
+    /// when they reach the proxy through a port of another number (a load
+    /// balancer, Ingress or Gateway passing TLS through on 443, say).
+    /// Default: the bootstrap listener's own port.
+    #[arg(long, env = "KDP_SNI_ADVERTISED_PORT", requires = "sni_routing", value_parser = clap::value_parser!(u16).range(1..))]
+    pub sni_advertised_port: Option<u16>,
+
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "KDP_TLS_RELOAD_INTERVAL_SECONDS", default_value_t = 5)]
     pub tls_reload_interval_seconds: u64,
@@ -561,6 +568,14 @@ mod tests {
         tls.extend_from_slice(&sni[2..]);
         let c = parse(&tls).unwrap();
         assert_eq!(c.sni_routing.as_deref(), Some("b-$(nodeId).k.test"));
+        assert_eq!(c.sni_advertised_port, None);
+        let mut port = tls.clone();
+        port.extend_from_slice(&["--sni-advertised-port", "443"]);
+        assert_eq!(parse(&port).unwrap().sni_advertised_port, Some(443));
+        port.extend_from_slice(&["--sni-advertised-port", "0"]);
+        assert!(parse(&port).is_err(), "port 0 is no port");
+        let without_sni = ["--upstream", "a:1", "--sni-advertised-port", "443"];
+        assert!(parse(&without_sni).unwrap_err().contains("--sni-routing"));
     }
 
     #[test]

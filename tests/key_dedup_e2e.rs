@@ -466,3 +466,87 @@ async fn batches_cut_under_every_codec_read_back_in_the_java_client_and_librdkaf
     assert_eq!(seen.len() as u64, keys, "librdkafka: every key");
     assert!(seen.values().all(|n| *n == 1), "librdkafka: each once");
 }
+
+/// A non-idempotent lz4 batch of records keyed "a", "a", "b".
+fn repeated_keys_batch() -> bytes::Bytes {
+    use kafka_dedup_proxy::codec::record_batch::{encode_record_batch, parse_single_batch_header};
+    use kafka_dedup_proxy::codec::records::{Compression, Record, encode_batch};
+    let t = encode_record_batch(-1, -1, -1, 1_000, 0, &[]);
+    let t = parse_single_batch_header(&t).unwrap();
+    let records: Vec<Record> = ["a", "a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(n, k)| Record {
+            attributes: 0,
+            timestamp_delta: n as i64,
+            offset_delta: n as i32,
+            key: Some(bytes::Bytes::from(k.to_string())),
+            value: Some(bytes::Bytes::from(format!("value-{n}"))),
+            headers: Vec::new(),
+        })
+        .collect();
+    encode_batch(&t, Compression::Lz4, -1, &records).unwrap()
+}
+
+/// The record batch stored at offset 0 of `topic`/0, fetched from the
+/// leader itself (not through a proxy).
+async fn stored_batch(topic: &str) -> bytes::Bytes {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let node = common::cluster_faults::leader_of(topic, 0).await;
+    let addr = format!("127.0.0.1:{}", cluster().broker_ports[node as usize - 1]);
+    let mut conn = RawConn::connect(&addr).await;
+    let req = FetchRequest::default()
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let resp = conn.call(12, &req).await;
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0, "fetch from the leader");
+    p.records.clone().expect("records at offset 0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_key_dedup_off_produce_bytes_reach_the_broker_unchanged() {
+    let _g = cluster_lock().read().await;
+    let sent = repeated_keys_batch();
+    // Bytes 17.. are the CRC and everything it covers; the broker sets the
+    // base offset and leader epoch before them.
+    let same =
+        |stored: &bytes::Bytes| stored.len() >= sent.len() && stored[17..sent.len()] == sent[17..];
+    let plain = start_proxy(&[]).await;
+    let keyed = start_proxy(
+        &key_dedup_args("sixon-*", "key")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let cases = [
+        (&plain, unique("sixoff-plain"), true),
+        (&keyed, unique("sixoff-other"), true),
+        // The control: key dedup on for the topic cuts the second "a".
+        (&keyed, unique("sixon-keys"), false),
+    ];
+    for (p, topic, unchanged) in cases {
+        create_topic(&topic, 1).await;
+        let leader = p.broker_addr(common::cluster_faults::leader_of(&topic, 0).await);
+        let (e, offset) = common::raw::produce_once(&leader, None, &topic, 0, sent.clone()).await;
+        assert_eq!((e, offset), (0, 0), "{topic}");
+        let stored = stored_batch(&topic).await;
+        assert_eq!(
+            same(&stored),
+            unchanged,
+            "{topic}: stored batch unchanged = {unchanged}"
+        );
+    }
+}

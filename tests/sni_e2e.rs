@@ -6,155 +6,26 @@
 //! produces and consumes exactly once through the single port, resolving
 //! the SNI names to 127.0.0.1 with `-Djdk.net.hosts.file`.
 //!
+//! librdkafka (kcat) does the same through the one port, with the names
+//! resolved by an `/etc/hosts` of its own: kcat runs in a private mount
+//! namespace (`unshare -m`, root) where a hosts file naming only the SNI
+//! names is bind-mounted over /etc/hosts.
+//!
 //! The same through a proxy in front of the SASL_SSL listeners (SCRAM,
-//! TLS to the brokers), and client certificates required after routing. librdkafka through one port is not covered here.
+//! TLS to the brokers), and client certificates required after routing.
 
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use common::child::ChildProxy;
-use common::raw::batch;
 use common::security::{TestCa, java_scram, start_sasl_proxy};
-use common::verifiable::produce_request;
+use common::sni::*;
 use common::*;
-use kafka_protocol::messages::{
-    DescribeClusterRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
-    ProduceResponse,
-};
+use kafka_protocol::messages::{DescribeClusterRequest, FindCoordinatorRequest};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::protocol::{Decodable, HeaderVersion, Request};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-
-const PATTERN: &str = "broker-$(nodeId).kafka.test";
-const BOOTSTRAP_NAME: &str = "bootstrap.kafka.test";
-const PRODUCE_VERSION: i16 = 9;
-const METADATA_VERSION: i16 = 9;
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-/// FindCoordinator v4 (batched keys) and DescribeCluster v0: both in
-/// every 3.x/4.x broker.
-const FIND_COORDINATOR_VERSION: i16 = 4;
-const DESCRIBE_CLUSTER_VERSION: i16 = 0;
-
-fn broker_name(node_id: i32) -> String {
-    format!("broker-{node_id}.kafka.test")
-}
-
-/// A proxy of its own (exact counters) with SNI routing and a wildcard
-/// certificate for `*.kafka.test` from `ca`.
-async fn sni_proxy(ca: &TestCa) -> ChildProxy {
-    let (cert, key) = ca.issue("sni-proxy", "DNS:*.kafka.test");
-    ChildProxy::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--sni-routing",
-        PATTERN,
-        "--sni-bootstrap",
-        BOOTSTRAP_NAME,
-    ])
-    .await
-}
-
-/// A Kafka connection over TLS to `addr` with `sni` as the server name,
-/// trusting only `ca`.
-struct TlsConn {
-    stream: TlsStream<TcpStream>,
-    next_corr: i32,
-}
-
-impl TlsConn {
-    async fn connect(addr: &str, sni: &str, ca: &Path) -> Result<TlsConn, String> {
-        Self::connect_as(addr, sni, ca, None).await
-    }
-
-    /// The same, presenting the client certificate `client` (chain, key).
-    async fn connect_as(
-        addr: &str,
-        sni: &str,
-        ca: &Path,
-        client: Option<(&Path, &Path)>,
-    ) -> Result<TlsConn, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-        let config = match client {
-            None => config.with_no_client_auth(),
-            Some((chain, key)) => config
-                .with_client_auth_cert(
-                    CertificateDer::pem_file_iter(chain)
-                        .unwrap()
-                        .map(Result::unwrap)
-                        .collect(),
-                    PrivateKeyDer::from_pem_file(key).unwrap(),
-                )
-                .unwrap(),
-        };
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from(sni.to_string()).unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(TlsConn {
-            stream,
-            next_corr: 1,
-        })
-    }
-
-    async fn call<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        let corr = self.next_corr;
-        self.next_corr += 1;
-        self.stream
-            .write_all(&RawConn::frame(corr, version, req))
-            .await
-            .unwrap();
-        let len = self.stream.read_i32().await.expect("a response") as usize;
-        let mut buf = vec![0u8; len];
-        self.stream.read_exact(&mut buf).await.unwrap();
-        let mut body = Bytes::from(buf);
-        assert_eq!(body.get_i32(), corr, "correlation id");
-        if <R::Response as HeaderVersion>::header_version(version) >= 1 {
-            assert_eq!(body.get_u8(), 0, "no tagged fields in the response header");
-        }
-        R::Response::decode(&mut body, version).expect("decodable response")
-    }
-}
-
-/// Metadata of `topic` (and every broker) through `conn`.
-async fn metadata(conn: &mut TlsConn, topic: &str) -> MetadataResponse {
-    let req = MetadataRequest::default().with_topics(Some(vec![
-        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
-            Some(kafka_protocol::messages::TopicName(
-                kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
-            )),
-        ),
-    ]));
-    conn.call(METADATA_VERSION, &req).await
-}
-
-async fn produce_one(conn: &mut TlsConn, topic: &str, tag: &str) -> (i16, i64) {
-    let req = produce_request(None, topic, 0, batch(-1, -1, -1, 1, tag, false));
-    let resp: ProduceResponse = conn.call(PRODUCE_VERSION, &req).await;
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_names_the_broker_a_tls_client_reaches_through_the_one_port() {
@@ -259,6 +130,39 @@ async fn sni_names_the_broker_a_tls_client_reaches_through_the_one_port() {
     );
 }
 
+/// Behind a load balancer, Ingress or Gateway passing TLS through on
+/// another port (443), clients must be told that port, not the proxy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advertised_port_replaces_the_listener_port_in_every_sni_address() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-port");
+    let p = sni_proxy_with(&cluster().bootstrap, &ca, &["--sni-advertised-port", "443"]).await;
+    let topic = unique("sni-port");
+    create_topic(&topic, 1).await;
+    let mut boot = TlsConn::connect(&p.bootstrap, BOOTSTRAP_NAME, &ca.cert())
+        .await
+        .expect("the bootstrap name is served on the proxy's own port");
+    let md = metadata(&mut boot, &topic).await;
+    assert_eq!(md.brokers.len(), 3, "{md:?}");
+    for b in &md.brokers {
+        assert_eq!(
+            (b.host.to_string(), b.port),
+            (broker_name(b.node_id.0), 443),
+            "{md:?}"
+        );
+    }
+    let dc = boot
+        .call(DESCRIBE_CLUSTER_VERSION, &DescribeClusterRequest::default())
+        .await;
+    assert_eq!(dc.brokers.len(), 3, "{dc:?}");
+    for b in &dc.brokers {
+        assert_eq!(
+            (b.host.to_string(), b.port),
+            (broker_name(b.broker_id.0), 443)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_matches_nothing_or_an_unknown_node_is_refused_and_counted() {
     let _g = cluster_lock().read().await;
@@ -315,32 +219,131 @@ async fn a_name_that_matches_nothing_or_an_unknown_node_is_refused_and_counted()
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
 
-/// Runs the Java client harness with the SNI names resolved to 127.0.0.1.
-async fn harness_with_hosts(args: &[&str], hosts: &Path) -> (bool, serde_json::Value, String) {
-    let opts = format!(
-        "{} -Djdk.net.hosts.file={}",
-        std::env::var("KDP_JAVA_OPTS").unwrap_or_default(),
-        hosts.display()
-    );
-    let out = tokio::process::Command::new(repo().join("scripts/kafka"))
-        .args(["run", "ClientHarness"])
+/// Runs kcat with `args` in a private mount namespace where `hosts` is
+/// /etc/hosts (the rest of the machine keeps its own), feeding it `input`.
+/// Returns (exit status success, stdout, stderr).
+async fn kcat_with_hosts(hosts: &Path, args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = tokio::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/hosts && exec kcat "$@""#)
+        .arg(hosts)
         .args(args)
-        .env("KDP_JAVA_OPTS", opts)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare (util-linux) runs kcat");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
-        .expect("scripts/kafka run ClientHarness");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let json = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(serde_json::Value::Null);
+        .expect("kcat finishes within 120 s")
+        .unwrap();
     (
         out.status.success(),
-        json,
+        String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_produces_and_consumes_exactly_once_through_one_sni_port() {
+    let _g = cluster_lock().read().await;
+    let ca = TestCa::new("sni-kcat");
+    let p = sni_proxy(&ca).await;
+    let port = p.bootstrap.rsplit_once(':').unwrap().1;
+    let topic = unique("sni-kcat");
+    create_topic(&topic, 3).await;
+    let hosts = sni_hosts_file(&ca.dir);
+    let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
+    let ca_file = ca.cert();
+    let ca_opt = format!("ssl.ca.location={}", ca_file.display());
+    // librdkafka 2.x checks the broker's name against the certificate
+    // (ssl.endpoint.identification.algorithm=https by default): said here
+    // so an older default cannot weaken the test.
+    let tls = [
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        &ca_opt,
+        "-X",
+        "ssl.endpoint.identification.algorithm=https",
+    ];
+
+    // The names resolve only inside kcat's namespace.
+    assert!(
+        tokio::net::lookup_host(format!("{BOOTSTRAP_NAME}:{port}"))
+            .await
+            .is_err(),
+        "{BOOTSTRAP_NAME} must not resolve outside the test's namespace"
+    );
+
+    const RECORDS: usize = 1000;
+    let values: Vec<String> = (0..RECORDS).map(|i| format!("sni-kcat-{i}")).collect();
+    let mut args = vec![
+        "-P",
+        "-b",
+        &bootstrap,
+        "-t",
+        &topic,
+        "-X",
+        "enable.idempotence=true",
+        "-X",
+        "acks=all",
+        "-X",
+        "linger.ms=5",
+    ];
+    args.extend_from_slice(&tls);
+    let input: String = values.iter().map(|v| format!("{v}\n")).collect();
+    let (ok, _, err) = kcat_with_hosts(&hosts, &args, &input).await;
+    // kcat -P waits for every delivery report and exits non-zero when one
+    // failed.
+    assert!(ok, "kcat producer through one SNI port: {err}");
+
+    // A balanced consumer: group coordinator, joins and Fetches at the
+    // brokers' SNI names on the same port.
+    let group = unique("sni-kcat-group");
+    let mut args = vec![
+        "-C",
+        "-b",
+        &bootstrap,
+        "-G",
+        &group,
+        "-e",
+        "-q",
+        "-X",
+        "auto.offset.reset=earliest",
+    ];
+    args.extend_from_slice(&tls);
+    args.push(&topic);
+    let (ok, out, err) = kcat_with_hosts(&hosts, &args, "").await;
+    assert!(ok, "kcat consumer through one SNI port: {err}");
+    let mut consumed: Vec<&str> = out.lines().collect();
+    assert_eq!(consumed.len(), RECORDS, "records consumed; stderr: {err}");
+    consumed.sort_unstable();
+    let mut want: Vec<&str> = values.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(consumed, want, "every value read exactly once");
+
+    // Every connection came through the one port, every SNI was routed.
+    assert_eq!(
+        p.metric("kdp_connections_total", "listener=\"broker\"")
+            .await,
+        0.0,
+        "connections by listener: {}",
+        p.metrics().await
+    );
+    assert!(
+        p.metric("kdp_connections_total", "listener=\"bootstrap\"")
+            .await
+            >= 2.0
+    );
+    assert_eq!(
+        p.metric("kdp_frame_errors_total", "kind=\"sni\"").await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,13 +356,7 @@ async fn java_client_produces_and_consumes_exactly_once_through_one_sni_port() {
     create_topic(&topic, 3).await;
 
     // Only the SNI names resolve, and only to the proxy's address.
-    let hosts = ca.dir.join("hosts");
-    let names: Vec<String> = (0..10).map(broker_name).collect();
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1 {BOOTSTRAP_NAME} {}\n", names.join(" ")),
-    )
-    .unwrap();
+    let hosts = sni_hosts_file(&ca.dir);
     let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
     let trust = format!("ssl.truststore.location={}", ca.cert().display());
     let tls = [
@@ -441,13 +438,7 @@ async fn java_client_over_sasl_ssl_and_upstream_tls_through_one_sni_port() {
     let port = p.bootstrap.rsplit_once(':').unwrap().1;
     let topic = unique("sni-sasl");
     create_topic(&topic, 3).await;
-    let hosts = ca.dir.join("hosts");
-    let names: Vec<String> = (0..10).map(broker_name).collect();
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1 {BOOTSTRAP_NAME} {}\n", names.join(" ")),
-    )
-    .unwrap();
+    let hosts = sni_hosts_file(&ca.dir);
     let bootstrap = format!("{BOOTSTRAP_NAME}:{port}");
     let scram = java_scram("SCRAM-SHA-512", "alice", "alice-secret", &ca.cert());
     let extra: Vec<&str> = scram.iter().flat_map(|p| ["--extra", p.as_str()]).collect();

@@ -26,8 +26,14 @@ METRICS = [
     "kdp_dedup_cache_evictions_total", "kdp_frame_errors_total", "kdp_broker_listeners",
     "kdp_upstream_up", "kdp_connections_rejected_total",
     "kdp_key_dedup_records_total", "kdp_key_dedup_batches_total", "kdp_key_dedup_keys",
-    "kdp_key_dedup_evictions_total",
+    "kdp_key_dedup_evictions_total", "kdp_key_dedup_producer_lines",
+    "kdp_key_dedup_producer_line_evictions_total",
+    "kdp_store_up", "kdp_store_errors_total", "kdp_store_fallbacks_total",
+    "kdp_store_request_duration_seconds",
 ]
+STORE_ENV = {"KDP_DEDUP_STORE", "KDP_DEDUP_STORE_TIMEOUT_MS", "KDP_KEY_DEDUP_ON_STORE_ERROR",
+             "KDP_DEDUP_STORE_PASSWORD", "KDP_DEDUP_STORE_PASSWORD_FILE"}
+STORE_ALERTS = ["KafkaDedupProxyStoreDown", "KafkaDedupProxyStoreFallbacks", "KafkaDedupProxyStoreSlow"]
 
 
 def load(path):
@@ -139,8 +145,8 @@ def cmd_default(path):
 
 def cmd_full(path, dashboard):
     docs = load(path)
-    assert kinds(docs) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule",
-                           "Service", "ServiceAccount", "ServiceMonitor"], kinds(docs)
+    assert kinds(docs) == ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget",
+                           "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"], kinds(docs)
     flags = {
         "--upstream": "kafka-0.kafka-headless.kafka.svc:9092,kafka-1.kafka-headless.kafka.svc:9092",
         "--listen": "0.0.0.0:19092", "--broker-port-base": "19100",
@@ -154,6 +160,7 @@ def cmd_full(path, dashboard):
         "--log-format": "json",
         "--key-dedup-topics": "orders-*,payments", "--key-dedup-source": "key",
         "--key-dedup-window-seconds": "900", "--key-dedup-max-keys": "2000000",
+        "--key-dedup-rules": "/etc/kdp/key-dedup/rules.toml",
     }
     ports = {"bootstrap": 19092, "metrics": 9400}
     ports.update({f"broker-{i}": 19100 + i for i in range(1, 6)})
@@ -162,13 +169,132 @@ def cmd_full(path, dashboard):
     assert c["resources"]["limits"]["memory"] == "1Gi"
     assert c["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
     assert {"name": "RUST_BACKTRACE", "value": "1"} in c["env"]
+    env = env_of(c)
+    assert env["KDP_DEDUP_STORE"] == ("redis+cluster://redis-0.redis.kafka.svc:6379,"
+                                      "redis-1.redis.kafka.svc:6379,redis-2.redis.kafka.svc:6379"), env
+    assert env["KDP_DEDUP_STORE_TIMEOUT_MS"] == "100" and env["KDP_KEY_DEDUP_ON_STORE_ERROR"] == "fail"
+    assert env["KDP_DEDUP_STORE_PASSWORD_FILE"] == "/etc/kdp/store/redis-password", env
     ps = dep["spec"]["template"]["spec"]
+    check_key_dedup_rules(docs, dep, c)
     hard = ps["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert hard[0]["labelSelector"]["matchLabels"] == SELECTOR
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
     assert svc["spec"]["externalTrafficPolicy"] == "Local"
     assert all("nodePort" not in p for p in svc["spec"]["ports"])
+
+
+def check_key_dedup_rules(docs, dep, c):
+    """proxy.keyDedup.rules: a ConfigMap whose rules.toml parses to the rules,
+    mounted where --key-dedup-rules points, and a checksum that rolls pods."""
+    import tomllib
+    name = f"{FULLNAME}-key-dedup-rules"
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
+    rules = tomllib.loads(cm["data"]["rules.toml"])
+    assert rules == {"rule": [{"topics": ["events-*"], "source": "content"},
+                              {"topics": ["audit", "audit-*"], "source": "header:audit-id"}]}, rules
+    ps = dep["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in ps["volumes"]}
+    assert vols["key-dedup-rules"]["configMap"]["name"] == name, vols
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["key-dedup-rules"] == "/etc/kdp/key-dedup", mounts
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert len(ann["checksum/key-dedup-rules"]) == 64, ann
+
+
+def env_of(container):
+    """The container's env as {name: value, or the valueFrom object}."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def proxy_container(docs):
+    dep = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == FULLNAME]
+    assert len(dep) == 1, "no proxy Deployment"
+    (c,) = [c for c in dep[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "proxy"]
+    return dep[0], c
+
+
+def alerts_of(docs):
+    return [r["alert"] for d in docs if d["kind"] == "PrometheusRule"
+            for g in d["spec"]["groups"] for r in g["rules"] if "alert" in r]
+
+
+def cmd_store_off(path):
+    """No store: no store variable, Secret reference, volume, demo Redis or store alert."""
+    docs = load(path)
+    dep, c = proxy_container(docs)
+    assert not STORE_ENV & set(env_of(c)), f"store env without a store: {STORE_ENV & set(env_of(c))}"
+    text = yaml.safe_dump(dep)
+    assert "secretKeyRef" not in text and "/etc/kdp/store" not in text and "store-password" not in text
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-redis")], "demo Redis rendered"
+    assert not set(alerts_of(docs)) & set(STORE_ALERTS), "store alerts without a store"
+
+
+def cmd_store(path, password_from, url, timeout_ms, policy):
+    """A store: its env, the password from the Secret (mounted file or env),
+    3 replicas, a PodDisruptionBudget, a preferred anti-affinity on the host
+    name and the store alerts."""
+    docs = load(path)
+    dep, c = proxy_container(docs)
+    env = env_of(c)
+    assert env["KDP_DEDUP_STORE"] == url, env
+    assert env["KDP_DEDUP_STORE_TIMEOUT_MS"] == timeout_ms, env
+    assert env["KDP_KEY_DEDUP_ON_STORE_ERROR"] == policy, env
+    assert not any(a.startswith("--dedup-store") for a in c["args"]), "store settings on the command line"
+    ps = dep["spec"]["template"]["spec"]
+    if password_from == "file":
+        assert env["KDP_DEDUP_STORE_PASSWORD_FILE"] == "/etc/kdp/store/password", env
+        assert "KDP_DEDUP_STORE_PASSWORD" not in env
+        (m,) = [m for m in c["volumeMounts"] if m["name"] == "store-password"]
+        assert m == {"name": "store-password", "mountPath": "/etc/kdp/store", "readOnly": True}, m
+        (v,) = [v for v in ps["volumes"] if v["name"] == "store-password"]
+        assert v["secret"]["secretName"] == "redis-auth", v
+    else:
+        assert env["KDP_DEDUP_STORE_PASSWORD"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}, env
+        assert "KDP_DEDUP_STORE_PASSWORD_FILE" not in env
+        assert "store-password" not in yaml.safe_dump(dep), "Secret mounted with passwordFrom env"
+    assert dep["spec"]["replicas"] == 3
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["selector"]["matchLabels"] == SELECTOR
+    assert "maxUnavailable" in pdb["spec"] or "minAvailable" in pdb["spec"]
+    (term,) = ps["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == SELECTOR
+    alerts = {r["alert"]: r for d in docs if d["kind"] == "PrometheusRule"
+              for g in d["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    for name in STORE_ALERTS:
+        assert name in alerts, f"no {name}"
+    sel = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
+    assert alerts["KafkaDedupProxyStoreDown"]["expr"] == f"kdp_store_up{{{sel}}} == 0"
+    assert alerts["KafkaDedupProxyStoreDown"]["for"] == "2m"
+    assert "kdp_store_fallbacks_total" in alerts["KafkaDedupProxyStoreFallbacks"]["expr"]
+    slow = alerts["KafkaDedupProxyStoreSlow"]["expr"]
+    assert "kdp_store_request_duration_seconds_bucket" in slow
+    assert float(slow.rsplit(">", 1)[1]) == int(timeout_ms) / 1000, slow
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-redis")], "demo Redis rendered"
+
+
+def cmd_demo_redis(path):
+    """The demo Redis: a Deployment and a Service the proxy points at, whose
+    pods neither the proxy's Deployment nor its Service select, with the
+    password from the store's Secret."""
+    docs = load(path)
+    name = f"{FULLNAME}-redis"
+    dep = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    svc = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == name]
+    assert len(dep) == 1 and len(svc) == 1, "no demo Redis Deployment and Service"
+    dep, svc = dep[0], svc[0]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert not all(pod_labels.get(k) == v for k, v in SELECTOR.items()), "the proxy's selector matches Redis pods"
+    assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    assert all(pod_labels.get(k) == v for k, v in dep["spec"]["selector"]["matchLabels"].items())
+    assert [p["port"] for p in svc["spec"]["ports"]] == [6379]
+    (r,) = dep["spec"]["template"]["spec"]["containers"]
+    assert r["args"][r["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)", r["args"]
+    assert env_of(r)["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
+    assert r["securityContext"]["readOnlyRootFilesystem"] is True
+    _, c = proxy_container(docs)
+    assert env_of(c)["KDP_DEDUP_STORE"] == f"redis://{name}.{NAMESPACE}.svc:6379", env_of(c)
 
 
 def cmd_pdb(path):
@@ -224,7 +350,7 @@ def cmd_prometheusrule(path):
         alerts[r["alert"]] = r
     builtin = ["KafkaDedupProxyDown", "KafkaDedupProxyUpstreamUnreachable",
                "KafkaDedupProxyDuplicateSurge", "KafkaDedupProxyCacheSaturation",
-               "KafkaDedupProxyKeysEvictedEarly"]
+               "KafkaDedupProxyKeysEvictedEarly"] + STORE_ALERTS
     assert list(alerts) == builtin + ["KafkaDedupProxyFrameErrors"], list(alerts)
     sel = f'job="{FULLNAME}", namespace="{NAMESPACE}"'
     a = alerts
@@ -236,6 +362,8 @@ def cmd_prometheusrule(path):
     assert "kdp_dedup_cache_entries" in a["KafkaDedupProxyCacheSaturation"]["expr"]
     assert a["KafkaDedupProxyCacheSaturation"]["expr"].endswith("> 0.85")
     assert 'reason="capacity"' in a["KafkaDedupProxyKeysEvictedEarly"]["expr"]
+    assert a["KafkaDedupProxyStoreDown"]["expr"] == f"kdp_store_up{{{sel}}} == 0"
+    assert a["KafkaDedupProxyStoreSlow"]["expr"].endswith("> 0.1"), "store.timeoutMs 100 as the threshold"
     for name in builtin:
         assert a[name]["labels"]["team"] == "streaming", name
         assert "{{ $labels." in a[name]["annotations"]["description"], name
@@ -250,8 +378,8 @@ def cmd_extract_rules(path, rules_out):
 
 
 def cmd_dashboard_configmap(path, dashboard):
-    cm = one(load(path), "ConfigMap")
-    assert cm["metadata"]["name"] == f"{FULLNAME}-dashboard"
+    (cm,) = [d for d in load(path) if d["kind"] == "ConfigMap"
+             and d["metadata"]["name"] == f"{FULLNAME}-dashboard"]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Kafka"}
     (key,) = cm["data"]
@@ -286,6 +414,17 @@ def cmd_sni(path):
     args = args_of(container)
     assert args["--sni-routing"] == "broker-$$(nodeId).kafka.example.com", args
     assert args["--sni-bootstrap"] == "bootstrap.kafka.example.com", args
+    assert "--sni-advertised-port" not in args, args
+
+
+def cmd_sni_port(path):
+    """SNI routing behind a passthrough on 443: the proxy advertises 443,
+    the Service keeps the proxy's own port."""
+    docs = load(path)
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert args_of(container)["--sni-advertised-port"] == "443", args_of(container)
+    svc = one(docs, "Service")
+    assert [p["port"] for p in svc["spec"]["ports"] if p["name"] == "bootstrap"] == [9092], svc
 
 
 def cmd_core_only(path, out):
@@ -312,7 +451,9 @@ def cmd_dashboard(path, queries_out):
     for want in ["Duplicates absorbed per second", "Bytes kept from brokers", "Produce batches by outcome",
                  "Requests by API", "Upstream latency p50 / p99", "Active connections",
                  "Cache entries vs capacity", "Cache evictions", "Frame errors", "Upstream up",
-                 "Keyed records by outcome", "Idempotency keys held and evicted"]:
+                 "Keyed records by outcome", "Idempotency keys held and evicted",
+                 "Idempotent producers followed",
+                 "Store up", "Store latency p50 / p99", "Store errors", "Decided without the store"]:
         assert want in titles, f"no panel {want!r}"
     text = "\n".join(exprs)
     for m in METRICS:

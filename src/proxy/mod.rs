@@ -102,6 +102,7 @@ impl Proxy {
             upstream_tls = shared.tls_upstream.is_some(),
             sni_routing = shared.sni.as_ref().map(|s| s.pattern().to_string()),
             sni_bootstrap = shared.sni.as_ref().map(|s| s.bootstrap().to_string()),
+            sni_advertised_port = shared.sni.as_ref().map(|_| shared.sni_port),
             "proxy starting"
         );
         probe::probe(&shared).await;

@@ -77,8 +77,9 @@ pub struct Shared {
     /// SNI routing on the bootstrap listener, when configured: brokers are
     /// then advertised by name on the bootstrap port.
     pub sni: Option<SniRoutes>,
-    /// The bootstrap listener's port (the one port of SNI routing).
-    pub bootstrap_port: u16,
+    /// The port advertised with every SNI name: --sni-advertised-port, else
+    /// the bootstrap listener's own (the one port of SNI routing).
+    pub sni_port: u16,
     /// When the last on-demand broker refresh ended (see
     /// `probe::refresh_brokers`); the lock also makes waiting connections
     /// share one refresh.
@@ -111,7 +112,7 @@ impl Shared {
             tls_server,
             tls_upstream,
             sni,
-            bootstrap_port: bootstrap.port(),
+            sni_port: config.sni_advertised_port.unwrap_or(bootstrap.port()),
             brokers_refreshed: tokio::sync::Mutex::new(None),
             config,
             topics: TopicNames::default(),
@@ -145,15 +146,12 @@ impl Shared {
     }
 
     /// (host, port) clients are told for a node: with SNI routing, the
-    /// node's name on the bootstrap port (every client is told the SNI
+    /// node's name on the SNI port (every client is told the SNI
     /// address, whichever listener it came in on; the per-broker ports
     /// still accept); otherwise the node's own port.
     pub fn advertise(&self, node_id: i32) -> (String, i32) {
         match &self.sni {
-            Some(sni) => (
-                sni.pattern().host_of(node_id),
-                i32::from(self.bootstrap_port),
-            ),
+            Some(sni) => (sni.pattern().host_of(node_id), i32::from(self.sni_port)),
             None => self.brokers.advertise(node_id),
         }
     }
@@ -165,13 +163,19 @@ mod tests {
     use clap::Parser;
 
     fn shared(sni: Option<SniRoutes>) -> Arc<Shared> {
-        let config = Config::parse_from([
+        shared_with(sni, &[])
+    }
+
+    fn shared_with(sni: Option<SniRoutes>, extra: &[&str]) -> Arc<Shared> {
+        let mut args = vec![
             "kafka-dedup-proxy",
             "--upstream",
             "127.0.0.1:9",
             "--listen",
             "127.0.0.1:19092",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let config = Config::parse_from(args);
         let dedup = dedup_for(&config).unwrap();
         let bootstrap = config.listen;
         Shared::new(config, dedup, bootstrap, None, None, sni).0
@@ -184,5 +188,26 @@ mod tests {
         let s = shared(Some(sni));
         assert_eq!(s.advertise(2), ("broker-2.kafka.test".into(), 19092));
         assert_eq!(s.advertise(0), ("broker-0.kafka.test".into(), 19092));
+    }
+
+    #[test]
+    fn sni_names_carry_the_advertised_port_when_one_is_given() {
+        let sni = SniRoutes::new("broker-$(nodeId).kafka.test", "bootstrap.kafka.test").unwrap();
+        let flags = [
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--sni-routing",
+            "broker-$(nodeId).kafka.test",
+            "--sni-bootstrap",
+            "bootstrap.kafka.test",
+            "--sni-advertised-port",
+            "443",
+        ];
+        let s = shared_with(Some(sni), &flags);
+        assert_eq!(s.advertise(3), ("broker-3.kafka.test".into(), 443));
+        // without SNI routing the per-broker ports are untouched
+        assert_eq!(shared(None).advertise(3), ("127.0.0.1".into(), 19096));
     }
 }

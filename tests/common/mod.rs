@@ -10,6 +10,7 @@ pub mod child;
 pub mod cluster_faults;
 pub mod fault;
 pub mod hostile;
+pub mod own_cluster;
 pub mod proxy_process;
 pub mod raw;
 pub mod readings;
@@ -17,6 +18,7 @@ pub mod redis;
 pub mod relay;
 pub mod report;
 pub mod security;
+pub mod sni;
 pub mod txn;
 pub mod verifiable;
 

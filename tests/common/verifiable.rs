@@ -139,8 +139,21 @@ impl VerifiableProducer {
         throughput: usize,
         extra: &[(&str, &str)],
     ) -> VerifiableProducer {
+        Self::start_with_env(bootstrap, topic, max_messages, throughput, extra, &[]).await
+    }
+
+    /// The same with `env` set for `scripts/kafka run` (e.g. KDP_JAVA_OPTS).
+    pub async fn start_with_env(
+        bootstrap: &str,
+        topic: &str,
+        max_messages: usize,
+        throughput: usize,
+        extra: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> VerifiableProducer {
         let props = write_props(PRODUCER_DEFAULTS, extra);
         let mut child = Command::new(repo().join("scripts/kafka"))
+            .envs(env.iter().copied())
             .args([
                 "run",
                 "org.apache.kafka.tools.VerifiableProducer",

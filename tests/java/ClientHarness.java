@@ -95,8 +95,10 @@ public final class ClientHarness {
         "      -> {\"nodes\":[\"host:port\"],\"controller\":\"host:port\",\"coordinator\":\"host:port\",",
         "          \"metadata_nodes\":[...],...}",
         "  create-topic --bootstrap B --topic T [--partitions P] [--replication R] [--config k=v]...",
-        "          [--wait-ms MS]",
+        "          [--replicas IDS] [--wait-ms MS]",
         "      partitions/replication default to the broker's; an existing topic is fine;",
+        "      --replicas places partition i on the i-th ';'-separated list of node ids",
+        "      (e.g. 4,1,2;1,2,3; the first id of a list becomes the leader) instead;",
         "      waits (default 30000 ms) until every partition has a leader.",
         "      -> {\"topic\":T,\"created\":true|false,...}",
         "  topic-leader --bootstrap B --topic T [--partition P] [--not ID] [--wait-ms MS]",
@@ -560,10 +562,22 @@ public final class ClientHarness {
         }
         boolean created = true;
         try (Admin admin = Admin.create(a.clientProps())) {
-            // -1: the broker's num.partitions / default.replication.factor
-            NewTopic nt = new NewTopic(topic,
-                partitions > 0 ? Optional.of(partitions) : Optional.<Integer>empty(),
-                replication > 0 ? Optional.of((short) replication) : Optional.<Short>empty());
+            NewTopic nt;
+            String placement = a.opt("replicas", null);
+            if (placement != null) {
+                Map<Integer, List<Integer>> assignment = new LinkedHashMap<>();
+                for (String part : placement.split(";")) {
+                    List<Integer> ids = new ArrayList<>();
+                    for (String id : part.split(",")) ids.add(Integer.parseInt(id.trim()));
+                    assignment.put(assignment.size(), ids);
+                }
+                nt = new NewTopic(topic, assignment);
+            } else {
+                // -1: the broker's num.partitions / default.replication.factor
+                nt = new NewTopic(topic,
+                    partitions > 0 ? Optional.of(partitions) : Optional.<Integer>empty(),
+                    replication > 0 ? Optional.of((short) replication) : Optional.<Short>empty());
+            }
             if (!configs.isEmpty()) nt.configs(configs);
             try {
                 admin.createTopics(Collections.singletonList(nt)).all().get(30, TimeUnit.SECONDS);

@@ -179,9 +179,11 @@ boolean; map it back.
 {{- end }}
 
 {{/*
-The certificate Secrets the TLS settings name: (volume name, Secret, mount path).
+The Secrets mounted into the proxy container: (volume name, Secret, mount
+path). The certificate Secrets the TLS settings name, and the dedup store's
+password Secret when store.passwordFrom is "file".
 */}}
-{{- define "kafka-dedup-proxy.tlsSecrets" -}}
+{{- define "kafka-dedup-proxy.mountedSecrets" -}}
 {{- $s := .Values.tls.server -}}
 {{- $u := .Values.tls.upstream -}}
 {{- if $s.enabled }}
@@ -198,20 +200,107 @@ The certificate Secrets the TLS settings name: (volume name, Secret, mount path)
 - [tls-upstream-client, {{ $u.clientCertSecretName | quote }}, /etc/kdp/tls/upstream-client]
 {{- end }}
 {{- end }}
+{{- if and (include "kafka-dedup-proxy.storeUrl" .) .Values.store.existingSecret (eq .Values.store.passwordFrom "file") }}
+- [store-password, {{ .Values.store.existingSecret | quote }}, /etc/kdp/store]
+{{- end }}
 {{- end }}
 
-{{- define "kafka-dedup-proxy.tlsVolumes" -}}
-{{- range (include "kafka-dedup-proxy.tlsSecrets" . | fromYamlArray) }}
+{{- define "kafka-dedup-proxy.secretVolumes" -}}
+{{- range (include "kafka-dedup-proxy.mountedSecrets" . | fromYamlArray) }}
 - name: {{ index . 0 }}
   secret:
     secretName: {{ index . 1 | quote }}
 {{- end }}
 {{- end }}
 
-{{- define "kafka-dedup-proxy.tlsVolumeMounts" -}}
-{{- range (include "kafka-dedup-proxy.tlsSecrets" . | fromYamlArray) }}
+{{- define "kafka-dedup-proxy.secretVolumeMounts" -}}
+{{- range (include "kafka-dedup-proxy.mountedSecrets" . | fromYamlArray) }}
 - name: {{ index . 0 }}
   mountPath: {{ index . 2 }}
   readOnly: true
 {{- end }}
+{{- end }}
+
+{{/*
+Name of the demo Redis's Deployment and Service.
+*/}}
+{{- define "kafka-dedup-proxy.demoRedisName" -}}
+{{- printf "%s-redis" (include "kafka-dedup-proxy.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Labels of the demo Redis's pods. Its app.kubernetes.io/name differs from the
+proxy's, so the proxy's Deployment and Service never select a Redis pod.
+*/}}
+{{- define "kafka-dedup-proxy.demoRedisSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-redis" (include "kafka-dedup-proxy.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: demo-redis
+{{- end }}
+
+{{/*
+The dedup store's URL: store.url, or the demo Redis's Service; empty when
+there is no store. Fails on a password in the URL (it would be readable in
+the pod spec) and on store.url together with store.demoRedis.enabled.
+*/}}
+{{- define "kafka-dedup-proxy.storeUrl" -}}
+{{- $s := .Values.store }}
+{{- if and $s.url $s.demoRedis.enabled }}
+{{- fail "store.url and store.demoRedis.enabled are both set: the demo Redis is for installs without a Redis of their own; drop one" }}
+{{- end }}
+{{- if regexMatch "^[a-z+]+://[^/@]*:[^/@]*@" $s.url }}
+{{- fail "store.url carries a password: put it in a Secret and name it in store.existingSecret" }}
+{{- end }}
+{{- if $s.url }}
+{{- $s.url }}
+{{- else if $s.demoRedis.enabled }}
+{{- printf "redis://%s.%s.svc:6379" (include "kafka-dedup-proxy.demoRedisName" .) (include "kafka-dedup-proxy.namespace" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment of the proxy container for the dedup store; nothing without a store.
+*/}}
+{{- define "kafka-dedup-proxy.storeEnv" -}}
+{{- $url := include "kafka-dedup-proxy.storeUrl" . }}
+{{- if $url }}
+{{- $s := .Values.store }}
+- name: KDP_DEDUP_STORE
+  value: {{ $url | quote }}
+- name: KDP_DEDUP_STORE_TIMEOUT_MS
+  value: {{ int64 $s.timeoutMs | toString | quote }}
+- name: KDP_KEY_DEDUP_ON_STORE_ERROR
+  value: {{ .Values.proxy.keyDedup.onStoreError | quote }}
+{{- if $s.existingSecret }}
+{{- if eq $s.passwordFrom "env" }}
+- name: KDP_DEDUP_STORE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.existingSecret | quote }}
+      key: {{ $s.existingSecretKey | quote }}
+{{- else }}
+- name: KDP_DEDUP_STORE_PASSWORD_FILE
+  value: {{ printf "/etc/kdp/store/%s" $s.existingSecretKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The key-dedup rules ConfigMap's name.
+*/}}
+{{- define "kafka-dedup-proxy.keyDedupRulesName" -}}
+{{- printf "%s-key-dedup-rules" (include "kafka-dedup-proxy.fullname" . | trunc 46 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+proxy.keyDedup.rules as the TOML file --key-dedup-rules reads: one
+[[rule]] table per rule (JSON strings are TOML basic strings).
+*/}}
+{{- define "kafka-dedup-proxy.keyDedupRulesToml" -}}
+{{- range .Values.proxy.keyDedup.rules }}
+[[rule]]
+topics = {{ toJson .topics }}
+source = {{ toJson .source }}
+{{ end }}
 {{- end }}

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # scripts/kafka start, stop, clean, status, pid, stop-node, restart-node,
-# bootstrap, logs: the lifecycle of the cluster and of its nodes.
+# add-node, bootstrap, logs: the lifecycle of the cluster and of its nodes.
 
 format_node() {
     local id=$1 cluster_id=$2 dir
@@ -286,26 +286,27 @@ cmd_stop_node() {
 
 cmd_restart_node() {
     check_id "${1:-}"
-    local id=$1 pid n
-    n="$(nodes_count)"
+    local id=$1 pid controllers
+    controllers="${STATE_CONTROLLERS:-$(nodes_count)}"
     pid="$(node_pid "$id")"
     if [[ -n "$pid" ]]; then
         log "node $id already running (pid $pid)"
         return 0
     fi
     ensure_fetched
-    local port cport deadline=$((SECONDS + START_TIMEOUT))
+    local port cport="" deadline=$((SECONDS + START_TIMEOUT))
     port="$(broker_port "$id")"
-    cport="$(controller_port "$id")"
+    # a node added as a broker only has no controller port
+    (( id <= controllers )) && cport="$(controller_port "$id")"
     # the killed JVM's sockets may linger for a moment
-    while port_open "$port" || port_open "$cport"; do
+    while port_open "$port" || { [[ -n "$cport" ]] && port_open "$cport"; }; do
         (( SECONDS < deadline )) || die "port $port or $cport still in use"
         sleep 0.2
     done
     launch_node "$id"
     # The broker port opens once the node has caught up with the metadata
-    # and is unfenced, which takes a quorum: with most nodes down, only the
-    # controller port is waited for.
+    # and is unfenced, which takes a quorum: with most controllers down,
+    # only the controller port is waited for.
     local want=$port alive i
     while ! port_open "$want"; do
         if [[ -z "$(node_pid "$id")" ]]; then
@@ -317,10 +318,10 @@ cmd_restart_node() {
             die "timeout: node $id does not listen on $want after ${START_TIMEOUT}s"
         fi
         alive=0
-        for ((i = 1; i <= n; i++)); do
+        for ((i = 1; i <= controllers; i++)); do
             [[ -n "$(node_pid "$i")" ]] && alive=$((alive + 1))
         done
-        if (( alive * 2 <= n )); then want=$cport; else want=$port; fi
+        if [[ -n "$cport" ]] && (( alive * 2 <= controllers )); then want=$cport; else want=$port; fi
         sleep 0.2
     done
     if [[ "$want" == "$cport" ]]; then
@@ -328,6 +329,68 @@ cmd_restart_node() {
     else
         log "node $id listening on 127.0.0.1:$port (pid $(node_pid "$id"))"
     fi
+}
+
+# add-node: one more node, a broker only, joins the running cluster (the
+# controller quorum stays nodes 1..CONTROLLERS). It gets the next id, the
+# ports of that id, the cluster's listeners and its place in cluster.env,
+# so stop, status, pid, stop-node and restart-node know it. Waits until
+# every node reports it among the brokers, then prints the new bootstrap
+# string.
+cmd_add_node() {
+    [[ $# -eq 0 ]] || die "add-node takes no arguments"
+    local n id controllers cluster_id deadline=$((SECONDS + START_TIMEOUT))
+    n="$(nodes_count)"
+    cluster_alive || die "the cluster in $DATA_DIR is not running (scripts/kafka start)"
+    id=$((n + 1))
+    (( id <= 9 )) || die "a cluster has at most 9 nodes"
+    controllers="${STATE_CONTROLLERS:-$n}"
+    if port_open "$(broker_port "$id")" || { security_on && port_open "$(sasl_port "$id")"; }; then
+        die "port $(broker_port "$id") or $(sasl_port "$id") already in use"
+    fi
+    ensure_fetched
+    cluster_id="$(sed -n 's/^CLUSTER_ID=//p' "$STATE_FILE")"
+    [[ -n "$cluster_id" ]] || die "no CLUSTER_ID in $STATE_FILE"
+    rm -rf "$(node_dir "$id")"
+    mkdir -p "$(node_dir "$id")/logs" "$(node_dir "$id")/data"
+    write_node_config "$id" "$controllers" broker
+    format_node "$id" "$cluster_id" || die "formatting the storage of node $id failed"
+    # Recorded before the launch: a node that fails to start is still
+    # stopped by `stop`.
+    sed -i "s/^NODES=.*/NODES=$id/" "$STATE_FILE"
+    grep -q '^CONTROLLERS=' "$STATE_FILE" || echo "CONTROLLERS=$controllers" >> "$STATE_FILE"
+    STATE_NODES=$id STATE_CONTROLLERS=$controllers
+    launch_node "$id"
+    local port
+    port="$(broker_port "$id")"
+    while ! port_open "$port"; do
+        if [[ -z "$(node_pid "$id")" ]]; then
+            tail -n 50 "$(node_dir "$id")/logs/server.log" >&2 || true
+            die "node $id exited during start-up"
+        fi
+        if (( SECONDS >= deadline )); then
+            tail -n 50 "$(node_dir "$id")/logs/server.log" >&2 || true
+            die "timeout: node $id does not listen on $port after ${START_TIMEOUT}s"
+        fi
+        sleep 0.2
+    done
+    local left=$((deadline - SECONDS)) out bootstrap
+    (( left > 0 )) || left=1
+    bootstrap="$(bootstrap_for "$id")"
+    if ! out="$(cmd_harness_java cluster --bootstrap "$bootstrap" --expect-nodes "$id" --nodes-only \
+        --wait-ms $((left * 1000)) 2>"$DATA_DIR/add-node.err")"; then
+        cat "$DATA_DIR/add-node.err" >&2
+        echo "$out" >&2
+        die "timeout: the cluster did not report $id brokers on every node"
+    fi
+    if security_on; then
+        while ! port_open "$(sasl_port "$id")"; do
+            (( SECONDS < deadline )) || die "timeout: node $id does not listen on SASL_SSL port $(sasl_port "$id")"
+            sleep 0.2
+        done
+    fi
+    log "node $id added as a broker on 127.0.0.1:$port (pid $(node_pid "$id")); $id brokers"
+    echo "$bootstrap"
 }
 
 cmd_bootstrap() {

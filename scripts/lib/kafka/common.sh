@@ -9,12 +9,16 @@ TEMPLATES_DIR="$KAFKA_LIB_DIR/templates"
 
 # A running cluster remembers how it was started, so `stop`, `bootstrap`,
 # `restart-node`... act on it whatever the caller's environment says.
-STATE_VERSION="" STATE_NODES="" STATE_PORT_BASE="" STATE_SECURITY=""
+# CONTROLLERS: nodes 1..CONTROLLERS form the quorum (all NODES unless nodes
+# were added as brokers only with `add-node`).
+STATE_VERSION="" STATE_NODES="" STATE_PORT_BASE="" STATE_SECURITY="" STATE_CONTROLLERS=""
 if [[ -f "$STATE_FILE" ]]; then
     STATE_VERSION="$(sed -n 's/^KAFKA_VERSION=//p' "$STATE_FILE")"
     STATE_NODES="$(sed -n 's/^NODES=//p' "$STATE_FILE")"
     STATE_PORT_BASE="$(sed -n 's/^PORT_BASE=//p' "$STATE_FILE")"
     STATE_SECURITY="$(sed -n 's/^SECURITY=//p' "$STATE_FILE")"
+    STATE_CONTROLLERS="$(sed -n 's/^CONTROLLERS=//p' "$STATE_FILE")"
+    STATE_CONTROLLERS="${STATE_CONTROLLERS:-$STATE_NODES}"
 fi
 TLS_DIR="$DATA_DIR/tls"
 # The SCRAM and PLAIN users of a cluster started with KDP_KAFKA_SECURITY=1

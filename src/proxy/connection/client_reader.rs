@@ -98,7 +98,7 @@ impl Session {
 
     /// Answers in the proxy's name, in the request's turn.
     pub async fn reply_now(&mut self, bytes: Bytes) -> Result<(), Close> {
-        let _ = self.slot().await?.send(Ok(bytes));
+        let _ = self.slot().await?.send(Ok(bytes.into()));
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Reply, WRITE_BURST};
+use super::{Answer, Reply, WRITE_BURST};
 use crate::proxy::io::write_all_vectored;
 
 pub(super) async fn run<W: AsyncWrite + Unpin>(
@@ -21,6 +21,8 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
     peer: SocketAddr,
 ) {
     let mut burst: Vec<Bytes> = Vec::with_capacity(WRITE_BURST);
+    // The answers of the burst, holding their budget until written.
+    let mut held: Vec<Answer> = Vec::with_capacity(WRITE_BURST);
     // A slot taken from the queue whose answer is not ready yet.
     let mut head: Option<oneshot::Receiver<Reply>> = None;
     loop {
@@ -31,7 +33,7 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
                 None => break,
             },
         };
-        let mut close = take(slot.await, &mut burst, peer);
+        let mut close = take(slot.await, &mut burst, &mut held, peer);
         // Answers already there go out in the same write, in order.
         while !close && burst.len() < WRITE_BURST {
             let Ok(mut next) = slots.try_recv() else {
@@ -43,10 +45,12 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
                     break;
                 }
                 Err(oneshot::error::TryRecvError::Closed) => close = true,
-                Ok(reply) => close = take(Ok(reply), &mut burst, peer),
+                Ok(reply) => close = take(Ok(reply), &mut burst, &mut held, peer),
             }
         }
-        if write_all_vectored(&mut w, &mut burst).await.is_err() || close {
+        let written = write_all_vectored(&mut w, &mut burst).await;
+        held.clear();
+        if written.is_err() || close {
             break;
         }
     }
@@ -60,11 +64,13 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
 fn take(
     slot: Result<Reply, oneshot::error::RecvError>,
     burst: &mut Vec<Bytes>,
+    held: &mut Vec<Answer>,
     peer: SocketAddr,
 ) -> bool {
     match slot {
-        Ok(Ok(b)) => {
-            burst.push(b);
+        Ok(Ok(answer)) => {
+            burst.push(answer.bytes.clone());
+            held.push(answer);
             false
         }
         Ok(Err(close)) => {

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -74,7 +74,64 @@ impl Target {
 
 /// What the client writer receives for a slot: the bytes to send, or why
 /// the connection must close because no correct answer can be given.
-type Reply = Result<Bytes, Close>;
+type Reply = Result<Answer, Close>;
+
+/// An answer for the client. A broker's holds its share of the
+/// connection's response budget until it is written (or dropped).
+pub(super) struct Answer {
+    pub bytes: Bytes,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl From<Bytes> for Answer {
+    fn from(bytes: Bytes) -> Answer {
+        Answer {
+            bytes,
+            _budget: None,
+        }
+    }
+}
+
+/// Broker responses read but not yet written to the client, per
+/// connection, at most (a response larger than this still goes through,
+/// alone): past it the proxy stops reading from the broker until the
+/// client reads, so a client that pipelines requests and never reads
+/// cannot make the proxy hold more than this (plus one frame being read).
+const RESPONSE_BUDGET_BYTES: usize = 64 << 20;
+/// The budget is counted in units of this many bytes (semaphore permits).
+const BUDGET_UNIT: usize = 1024;
+
+/// The response budget of one connection.
+#[derive(Clone)]
+pub(super) struct ResponseBudget {
+    permits: Arc<Semaphore>,
+    total: u32,
+}
+
+impl ResponseBudget {
+    fn new(bytes: usize) -> ResponseBudget {
+        let total = bytes.div_ceil(BUDGET_UNIT).clamp(1, u32::MAX as usize) as u32;
+        ResponseBudget {
+            permits: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Waits until `bytes` of the budget are free (all of it for an answer
+    /// larger than the budget) and wraps them with the answer.
+    pub async fn hold(&self, bytes: Bytes) -> Answer {
+        let units = bytes.len().div_ceil(BUDGET_UNIT).min(self.total as usize) as u32;
+        // The semaphore is never closed: acquiring cannot fail.
+        let permit = Arc::clone(&self.permits)
+            .acquire_many_owned(units)
+            .await
+            .ok();
+        Answer {
+            bytes,
+            _budget: permit,
+        }
+    }
+}
 
 /// Requests queued per connection before the reader waits (backpressure).
 const QUEUE_DEPTH: usize = 128;
@@ -133,6 +190,7 @@ impl Link {
         let up_reader = tokio::spawn(upstream_reader::run(
             FrameReader::with_ahead(up_r, max, Ahead::Broker),
             owed_rx,
+            ResponseBudget::new(RESPONSE_BUDGET_BYTES),
             Arc::clone(&shared),
             closing.clone(),
         ));

@@ -121,7 +121,7 @@ pub(super) async fn handle_produce(
                 kdp_metrics::record_outcomes(&outcomes);
                 match carry_out(decision, frame, &header) {
                     Carry::Answer(bytes) => {
-                        let _ = reply.send(Ok(bytes));
+                        let _ = reply.send(Ok(bytes.into()));
                     }
                     Carry::Close(close) => {
                         let _ = reply.send(Err(close));

@@ -4,9 +4,8 @@
 //! completed with the broker's Produce answer, producer epochs fenced,
 //! a SASL user adopted. Everything else goes out as the broker sent it.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
-use super::Reply;
 use super::sasl::Adoption;
 use crate::codec::api::{self, api_name};
 use crate::codec::frame::Frame;
@@ -19,7 +18,7 @@ use crate::codec::{
 };
 use crate::dedup::Pending;
 use crate::proxy::Shared;
-use crate::proxy::error::BrokerFault;
+use crate::proxy::error::{BrokerFault, Close};
 use crate::proxy::rewrite;
 
 /// What to do with a response before it goes to the client.
@@ -57,7 +56,7 @@ pub(super) enum OnResponse {
     },
 }
 
-pub(super) fn respond(on: OnResponse, frame: Frame, shared: &Shared) -> Reply {
+pub(super) fn respond(on: OnResponse, frame: Frame, shared: &Shared) -> Result<Bytes, Close> {
     match on {
         OnResponse::Relay => Ok(frame.into_raw()),
         OnResponse::ApiVersions { version } => {
@@ -155,7 +154,7 @@ fn rewrite_response(
     api_key: i16,
     version: i16,
     f: impl FnOnce(&[u8]) -> Result<BytesMut, CodecError>,
-) -> Reply {
+) -> Result<Bytes, Close> {
     let body = frame.body();
     let header_version = response_header_version(api_key, version);
     parse_response_header(&body, header_version)
@@ -177,7 +176,12 @@ fn rewrite_response(
         })
 }
 
-fn produce_response(version: i16, dedup: Option<Pending>, frame: Frame, shared: &Shared) -> Reply {
+fn produce_response(
+    version: i16,
+    dedup: Option<Pending>,
+    frame: Frame,
+    shared: &Shared,
+) -> Result<Bytes, Close> {
     if version < produce::MIN_VERSION {
         return Ok(frame.into_raw());
     }

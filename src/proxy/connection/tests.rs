@@ -344,3 +344,66 @@ async fn a_client_gone_mid_request_still_commits_the_brokers_answer() {
     };
     assert_eq!(resp.responses[0].partitions[0].base_offset, 5);
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_stops_the_proxy_reading_its_broker() {
+    let mut h = harness();
+    // 128 pipelined requests (the most the proxy queues), 1 MiB answers:
+    // twice the response budget.
+    const N: i32 = 128;
+    for c in 0..N {
+        h.client.write_all(&relayed_frame(c)).await.unwrap();
+    }
+    let mut asked = Vec::new();
+    for _ in 0..N {
+        asked.push(correlation_of_request(&next_frame(&mut h.broker).await));
+    }
+    let big = |c: i32| {
+        let mut body = c.to_be_bytes().to_vec();
+        body.resize(1 << 20, b'.');
+        Frame::from_body(&body).into_raw()
+    };
+    // The broker writes its answers while the client reads nothing: the
+    // proxy takes the budget (64 MiB) and a frame or two, then the
+    // broker's writes stall.
+    let (mut broker_r, mut broker_w) = tokio::io::split(h.broker);
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let written = Arc::clone(&written);
+        tokio::spawn(async move {
+            for c in asked {
+                broker_w.write_all(&big(c)).await.unwrap();
+                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            broker_w
+        })
+    };
+    // Until the count stops moving (or everything was written).
+    let mut stalled_at = usize::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = written.load(std::sync::atomic::Ordering::SeqCst);
+        if now == stalled_at || now == N as usize {
+            break;
+        }
+        stalled_at = now;
+    }
+    let stalled_at = written.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (60..80).contains(&stalled_at),
+        "the broker wrote {stalled_at} answers of 1 MiB into a client that reads nothing"
+    );
+    // Once the client reads, everything arrives, in order.
+    for c in 0..N {
+        let got = next_frame(&mut h.client).await;
+        assert_eq!((correlation(&got), got.len()), (c, 1 << 20));
+    }
+    let broker_w = writer.await.unwrap();
+    drop((broker_w, &mut broker_r));
+    drop(h.client);
+    let _ = tokio::time::timeout(Duration::from_secs(5), h.relay).await;
+}
+
+fn correlation_of_request(body: &[u8]) -> i32 {
+    request_id(body).1
+}

@@ -13,6 +13,7 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::ResponseBudget;
 use super::responses::respond;
 use super::upstream::Owed;
 use crate::codec::header::peek_correlation_id;
@@ -24,10 +25,11 @@ use crate::proxy::io::FrameReader;
 pub(super) async fn run<R: AsyncRead + Unpin>(
     mut frames: FrameReader<R>,
     mut owed: mpsc::UnboundedReceiver<Owed>,
+    budget: ResponseBudget,
     shared: Arc<Shared>,
     closing: CancellationToken,
 ) -> Result<(), Close> {
-    let ended = read_responses(&mut frames, &mut owed, &shared).await;
+    let ended = read_responses(&mut frames, &mut owed, &budget, &shared).await;
     // Everything still owed is dropped here: each dedup entry forgets its
     // batch and each client slot closes its connection.
     closing.cancel();
@@ -37,6 +39,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
 async fn read_responses<R: AsyncRead + Unpin>(
     frames: &mut FrameReader<R>,
     owed: &mut mpsc::UnboundedReceiver<Owed>,
+    budget: &ResponseBudget,
     shared: &Shared,
 ) -> Result<(), Close> {
     loop {
@@ -90,6 +93,13 @@ async fn read_responses<R: AsyncRead + Unpin>(
                 return Err(BrokerFault::OutOfOrder { expected, got }.into());
             }
         }
-        let _ = o.reply.send(respond(o.on_response, frame, shared));
+        // Dedup sees the answer first (a retry elsewhere may wait for it);
+        // then the answer waits for room in the budget while the client
+        // is slow to read, and so does the next response.
+        let reply = match respond(o.on_response, frame, shared) {
+            Ok(bytes) => Ok(budget.hold(bytes).await),
+            Err(close) => Err(close),
+        };
+        let _ = o.reply.send(reply);
     }
 }
