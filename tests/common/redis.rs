@@ -129,10 +129,15 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub async fn start() -> OwnRedis {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        // Below the ephemeral range (32768 on): restarted on the same port,
+        // it must not find the port taken by some outgoing connection.
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let nth = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = 23_000 + ((std::process::id() % 400) as u16 * 20 + nth * 3) % 9_000;
+        let port = (0..4000u16)
+            .map(|i| 23_000 + (start - 23_000 + i * 7) % 9_000)
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .expect("a free port below the ephemeral range");
         let dir = std::env::temp_dir().join(format!("kdp-own-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = OwnRedis {
