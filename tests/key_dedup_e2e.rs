@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
+use common::keyed::{java_produce, java_read_all, keyed_produce_args};
 use common::*;
 use tokio::io::AsyncWriteExt;
 
@@ -18,56 +19,6 @@ fn key_dedup_args(topics: &str, source: &str) -> Vec<String> {
         "--key-dedup-source".into(),
         source.into(),
     ]
-}
-
-async fn java_produce(bootstrap: &str, topic: &str, start: u32, count: u32, codec: &str) {
-    let out = harness(&[
-        "produce",
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--start",
-        &start.to_string(),
-        "--count",
-        &count.to_string(),
-        "--size",
-        "120",
-        "--acks",
-        "all",
-        "--idempotence",
-        "false",
-        "--key-prefix",
-        "k",
-        "--linger-ms",
-        "5",
-        "--extra",
-        &format!("compression.type={codec}"),
-    ])
-    .await;
-    assert_eq!(out["acked"], count, "{out}");
-    assert!(out["errors"].as_array().unwrap().is_empty(), "{out}");
-}
-
-/// (records, distinct values) of the whole topic, read through `bootstrap`.
-async fn java_read_all(bootstrap: &str, topic: &str) -> (u64, u64) {
-    let out = harness(&[
-        "consume",
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--from-beginning",
-        "--timeout-ms",
-        "60000",
-    ])
-    .await;
-    let count = out["count"].as_u64().unwrap();
-    let dups = out["duplicates"].as_u64().unwrap();
-    let records = out["records"].as_array().unwrap();
-    let distinct: HashSet<_> = records.iter().map(|r| r["v"].to_string()).collect();
-    assert_eq!(distinct.len() as u64, count - dups, "{out}");
-    (count, distinct.len() as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,42 +243,12 @@ fn java_idempotent_producer(
     topic: &str,
     ranges: &[(u32, u32)],
 ) -> tokio::process::Command {
-    let (start, count) = ranges[0];
     let mut c = tokio::process::Command::new(repo().join("scripts/kafka"));
-    c.args([
-        "run",
-        "ClientHarness",
-        "produce",
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--start",
-        &start.to_string(),
-        "--count",
-        &count.to_string(),
-        "--size",
-        "100",
-        "--acks",
-        "all",
-        "--idempotence",
-        "true",
-        "--key-prefix",
-        "k",
-        "--linger-ms",
-        "5",
-        "--extra",
-        "compression.type=lz4",
-    ]);
-    if let Some((start, count)) = ranges.get(1) {
-        c.args([
-            "--then-start",
-            &start.to_string(),
-            "--then-count",
-            &count.to_string(),
-        ]);
-    }
-    c.process_group(0)
+    c.args(["run", "ClientHarness"])
+        .args(keyed_produce_args(
+            bootstrap, topic, ranges, 100, true, "lz4",
+        ))
+        .process_group(0)
         .kill_on_drop(true)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster_faults::{PausedBroker, create_replicated_topic, leader_of};
+use common::keyed::{java_produce, java_read_all};
 use common::proxy_process::ProxyProcess;
 use common::raw::{PRODUCE_VERSION, batch, first_partition, init_producer_id, produce_request};
 use common::redis::{
@@ -142,56 +143,6 @@ async fn a_batch_committed_through_replica_a_is_answered_by_replica_b_while_the_
 async fn the_same_through_a_redis_cluster() {
     let _r = redis_cluster_lock().read().await;
     batch_committed_on_a_answered_by_b(&redis_cluster_url(), "replica-batch-cluster").await;
-}
-
-/// The Java client producing keyed records (keys `k<start>`.. on the
-/// record key), acks=all without idempotence, as an application instance.
-async fn java_produce(bootstrap: &str, topic: &str, start: u32, count: u32, codec: &str) {
-    let out = harness(&[
-        "produce",
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--start",
-        &start.to_string(),
-        "--count",
-        &count.to_string(),
-        "--size",
-        "120",
-        "--acks",
-        "all",
-        "--idempotence",
-        "false",
-        "--key-prefix",
-        "k",
-        "--linger-ms",
-        "5",
-        "--extra",
-        &format!("compression.type={codec}"),
-    ])
-    .await;
-    assert_eq!(out["acked"], count, "{out}");
-    assert!(out["errors"].as_array().unwrap().is_empty(), "{out}");
-}
-
-/// (records, distinct values) of the whole topic.
-async fn java_read_all(bootstrap: &str, topic: &str) -> (u64, u64) {
-    let out = harness(&[
-        "consume",
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--from-beginning",
-        "--timeout-ms",
-        "60000",
-    ])
-    .await;
-    let records = out["records"].as_array().unwrap();
-    let distinct: std::collections::HashSet<_> =
-        records.iter().map(|r| r["v"].to_string()).collect();
-    (out["count"].as_u64().unwrap(), distinct.len() as u64)
 }
 
 async fn overlapping_keys_through_two_replicas(store_url: &str, name: &str) {

@@ -98,6 +98,18 @@ pub struct BatchId {
     pub crc: u32,
 }
 
+impl BatchId {
+    /// The identity of the batch whose header is `h`.
+    pub fn of(h: &crate::codec::record_batch::RecordBatchHeader) -> BatchId {
+        BatchId {
+            epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+            last_sequence: h.last_sequence(),
+            crc: h.crc,
+        }
+    }
+}
+
 /// `None` means the original failed, timed out or was evicted.
 pub type Outcome = Option<Committed>;
 

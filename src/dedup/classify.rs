@@ -101,6 +101,18 @@ pub(crate) struct PartitionBatch<'a> {
     pub records: Option<&'a Bytes>,
 }
 
+impl PartitionBatch<'_> {
+    /// This partition as `producer_id`'s.
+    pub(crate) fn producer_partition(&self, producer_id: i64) -> ProducerPartition {
+        ProducerPartition {
+            scope: self.scope.clone(),
+            producer_id,
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
+}
+
 /// Classifies one partition by its batch (and, where they apply, by its
 /// records' idempotency keys) and counts what it decided in `out` (a wait
 /// is counted when it resolves). Without `may_wait` (a wait past its
@@ -161,18 +173,8 @@ fn classify_batch(
     if header.producer_id == NO_PRODUCER_ID || header.base_sequence < 0 {
         return uncacheable();
     }
-    let key = ProducerPartition {
-        scope: b.scope.clone(),
-        producer_id: header.producer_id,
-        topic: b.topic.clone(),
-        partition: b.partition,
-    };
-    let id = BatchId {
-        epoch: header.producer_epoch,
-        base_sequence: header.base_sequence,
-        last_sequence: header.last_sequence(),
-        crc: header.crc,
-    };
+    let key = b.producer_partition(header.producer_id);
+    let id = BatchId::of(&header);
     let lookup = match cache.begin(key, id) {
         l @ (Lookup::Duplicate(_) | Lookup::Wait(_)) => match verify_crc(records, &header) {
             Ok(()) => l,

@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use tokio::sync::oneshot;
 
-use super::cache::{BatchId, Committed, ProducerPartition, TopicKey};
+use super::cache::{BatchId, Committed, TopicKey};
 use super::classify::{Action, Forward, PartitionBatch, Pause};
 use super::keys::{Claim, KeyCache, KeyClaims, KeyId, KeyOrigin, KeyOutcome};
 use super::outcome::Outcomes;
@@ -397,18 +397,8 @@ fn classify_idempotent(
             None
         }
     };
-    let key = ProducerPartition {
-        scope: b.scope.clone(),
-        producer_id: header.producer_id,
-        topic: b.topic.clone(),
-        partition: b.partition,
-    };
-    let id = BatchId {
-        epoch: header.producer_epoch,
-        base_sequence: header.base_sequence,
-        last_sequence: header.last_sequence(),
-        crc: header.crc,
-    };
+    let key = b.producer_partition(header.producer_id);
+    let id = BatchId::of(header);
     let count = (header.last_offset_delta.max(0) as u32).saturating_add(1);
     let planned = k.rules.sequences.plan(&key, id, count);
     let mut claims = KeyClaims::new(&k.rules.cache);

@@ -49,12 +49,7 @@ impl ProduceDedup {
                     topic: topic.clone(),
                     partition: p.index,
                 };
-                let id = BatchId {
-                    epoch: header.producer_epoch,
-                    base_sequence: header.base_sequence,
-                    last_sequence: header.last_sequence(),
-                    crc: header.crc,
-                };
+                let id = BatchId::of(&header);
                 if !out.contains(&key) && self.cache().needs_store(&key, &id) {
                     out.push(key);
                 }

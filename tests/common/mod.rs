@@ -10,6 +10,7 @@ pub mod child;
 pub mod cluster_faults;
 pub mod fault;
 pub mod hostile;
+pub mod keyed;
 pub mod own_cluster;
 pub mod proxy_process;
 pub mod raw;
