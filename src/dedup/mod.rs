@@ -28,6 +28,8 @@ mod prefetch;
 pub mod sequence;
 pub mod shared_keys;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use answer::MergeError;
 pub use cache::DedupCache;

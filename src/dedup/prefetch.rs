@@ -95,13 +95,9 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::codec::primitives::TaggedFields;
-    use crate::codec::produce::{
-        PartitionProduceData, PartitionProduceResponse, ProduceResponse, TopicProduceData,
-        TopicProduceResponse,
-    };
     use crate::codec::record_batch::{SimpleRecord, encode_record_batch};
     use crate::dedup::store::{DedupStore, MemoryStore};
+    use crate::dedup::testing::{self, ok, topic_key};
     use crate::dedup::{Decision, DedupCache};
 
     fn batch(pid: i64, seq: i32, n: usize) -> Bytes {
@@ -115,40 +111,7 @@ mod tests {
     }
 
     fn request(b: Bytes) -> ProduceRequest {
-        ProduceRequest {
-            transactional_id: None,
-            acks: -1,
-            timeout_ms: 30_000,
-            topics: vec![TopicProduceData {
-                topic: TopicRef::Name("t".into()),
-                partitions: vec![PartitionProduceData {
-                    index: 0,
-                    records: Some(b),
-                    tagged_fields: TaggedFields::default(),
-                }],
-                tagged_fields: TaggedFields::default(),
-            }],
-            tagged_fields: TaggedFields::default(),
-        }
-    }
-
-    fn ok(offset: i64) -> ProduceResponse {
-        ProduceResponse {
-            responses: vec![TopicProduceResponse {
-                topic: TopicRef::Name("t".into()),
-                partitions: vec![PartitionProduceResponse::success(0, offset, -1, 0)],
-                tagged_fields: TaggedFields::default(),
-            }],
-            throttle_time_ms: 0,
-            tagged_fields: TaggedFields::default(),
-        }
-    }
-
-    fn key(t: &TopicRef) -> TopicKey {
-        match t {
-            TopicRef::Name(n) => TopicKey::Name(Arc::from(n.as_str())),
-            TopicRef::Id(id) => TopicKey::Id(*id),
-        }
+        testing::request("t", b)
     }
 
     /// A replica: its own cache, the shared store.
@@ -159,9 +122,9 @@ mod tests {
 
     /// Prefetch, then decide, as the proxy's Produce stage does.
     async fn decide(d: &ProduceDedup, req: &ProduceRequest, scope: &Scope) -> (Decision, Outcomes) {
-        let lookups = d.store_lookups(req, scope, key);
+        let lookups = d.store_lookups(req, scope, topic_key);
         let mut out = d.prefetch(lookups).await;
-        let (decision, o) = d.decide(req.clone(), scope, key);
+        let (decision, o) = d.decide(req.clone(), scope, topic_key);
         out.add(o);
         (decision, out)
     }
@@ -174,7 +137,7 @@ mod tests {
         let (Decision::Forward(p), _) = decide(&a, &req, &Scope::Anonymous).await else {
             panic!("fresh on A");
         };
-        p.complete(&ok(41)).unwrap();
+        p.complete(&ok("t", 41)).unwrap();
         let (Decision::Answer(resp), out) = decide(&b, &req, &Scope::Anonymous).await else {
             panic!("B answers the retry");
         };
@@ -190,7 +153,7 @@ mod tests {
         let (Decision::Forward(p), _) = decide(&a, &req, &Scope::Anonymous).await else {
             panic!("fresh on A");
         };
-        let mut refused = ok(-1);
+        let mut refused = ok("t", -1);
         refused.responses[0].partitions[0].error_code = 19;
         p.complete(&refused).unwrap();
         assert!(matches!(
@@ -204,18 +167,27 @@ mod tests {
         let store: Arc<dyn DedupStore> = Arc::new(MemoryStore::new(5));
         let a = replica(&store);
         let first = request(batch(7, 0, 3));
-        assert_eq!(a.store_lookups(&first, &Scope::Anonymous, key).len(), 1);
+        assert_eq!(
+            a.store_lookups(&first, &Scope::Anonymous, topic_key).len(),
+            1
+        );
         let (Decision::Forward(p), _) = decide(&a, &first, &Scope::Anonymous).await else {
             panic!("fresh");
         };
         // Its retry and the next batch are judged by the cache alone.
-        assert!(a.store_lookups(&first, &Scope::Anonymous, key).is_empty());
+        assert!(
+            a.store_lookups(&first, &Scope::Anonymous, topic_key)
+                .is_empty()
+        );
         let next = request(batch(7, 3, 2));
-        assert!(a.store_lookups(&next, &Scope::Anonymous, key).is_empty());
-        p.complete(&ok(1)).unwrap();
+        assert!(
+            a.store_lookups(&next, &Scope::Anonymous, topic_key)
+                .is_empty()
+        );
+        p.complete(&ok("t", 1)).unwrap();
         // A gap in the sequence is asked about.
         let gap = request(batch(7, 9, 1));
-        assert_eq!(a.store_lookups(&gap, &Scope::Anonymous, key).len(), 1);
+        assert_eq!(a.store_lookups(&gap, &Scope::Anonymous, topic_key).len(), 1);
     }
 
     #[tokio::test]
@@ -223,10 +195,16 @@ mod tests {
         let store: Arc<dyn DedupStore> = Arc::new(MemoryStore::new(5));
         let a = replica(&store);
         let req = request(batch(7, 0, 3));
-        assert!(a.store_lookups(&req, &Scope::Connection(1), key).is_empty());
+        assert!(
+            a.store_lookups(&req, &Scope::Connection(1), topic_key)
+                .is_empty()
+        );
         let mut acks1 = req.clone();
         acks1.acks = 1;
-        assert!(a.store_lookups(&acks1, &Scope::Anonymous, key).is_empty());
+        assert!(
+            a.store_lookups(&acks1, &Scope::Anonymous, topic_key)
+                .is_empty()
+        );
     }
 
     #[tokio::test]

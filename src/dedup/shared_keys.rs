@@ -244,12 +244,11 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::codec::primitives::TaggedFields;
-    use crate::codec::produce::{PartitionProduceData, TopicProduceData};
     use crate::codec::record_batch::{encode_record_batch, parse_single_batch_header};
     use crate::codec::records::{Compression, Record, RecordHeader, encode_batch};
     use crate::dedup::keys::KeyCache;
     use crate::dedup::store::{DedupStore, MemoryStore};
+    use crate::dedup::testing::{ok, topic_key};
     use crate::dedup::{Decision, DedupCache, KeyRules, Mode};
 
     fn replica(store: &Arc<dyn DedupStore>, policy: OnStoreError) -> ProduceDedup {
@@ -280,51 +279,23 @@ mod tests {
             })
             .collect();
         let batch = encode_batch(&t, Compression::None, -1, &records).unwrap();
-        ProduceRequest {
-            transactional_id: None,
-            acks: -1,
-            timeout_ms: 30_000,
-            topics: vec![TopicProduceData {
-                topic: TopicRef::Name("orders".into()),
-                partitions: vec![PartitionProduceData {
-                    index: 0,
-                    records: Some(batch),
-                    tagged_fields: TaggedFields::default(),
-                }],
-                tagged_fields: TaggedFields::default(),
-            }],
-            tagged_fields: TaggedFields::default(),
-        }
-    }
-
-    fn ok(offset: i64) -> ProduceResponse {
-        ProduceResponse {
-            responses: vec![TopicProduceResponse {
-                topic: TopicRef::Name("orders".into()),
-                partitions: vec![PartitionProduceResponse::success(0, offset, -1, 0)],
-                tagged_fields: TaggedFields::default(),
-            }],
-            throttle_time_ms: 0,
-            tagged_fields: TaggedFields::default(),
-        }
-    }
-
-    fn key(t: &TopicRef) -> TopicKey {
-        match t {
-            TopicRef::Name(n) => TopicKey::Name(Arc::from(n.as_str())),
-            TopicRef::Id(id) => TopicKey::Id(*id),
-        }
+        crate::dedup::testing::request("orders", batch)
     }
 
     /// As the proxy's Produce stage: claim in the store, then decide.
     async fn decide(d: &ProduceDedup, req: &ProduceRequest) -> (Decision, Outcomes) {
         let (verdict, mut out) = d
-            .claim_shared_keys(req, &Scope::Anonymous, key, |_| std::future::ready(()))
+            .claim_shared_keys(
+                req,
+                &Scope::Anonymous,
+                topic_key,
+                |_| std::future::ready(()),
+            )
             .await;
         let KeyVerdict::Proceed { claimed } = verdict else {
             panic!("refused: {verdict:?}");
         };
-        let (decision, o) = d.decide(req.clone(), &Scope::Anonymous, key);
+        let (decision, o) = d.decide(req.clone(), &Scope::Anonymous, topic_key);
         d.settle_store_claims(&claimed);
         out.add(o);
         (decision, out)
@@ -338,7 +309,7 @@ mod tests {
         let (Decision::Forward(p), _) = decide(&a, &request(&["k1", "k2"])).await else {
             panic!("fresh on A");
         };
-        p.complete(&ok(40)).unwrap();
+        p.complete(&ok("orders", 40)).unwrap();
         let (Decision::Answer(r), out) = decide(&b, &request(&["k2"])).await else {
             panic!("B answers a batch of duplicates");
         };
@@ -371,7 +342,7 @@ mod tests {
         let (Decision::Forward(p), _) = decide(&a, &request(&["k1"])).await else {
             panic!("fresh on A");
         };
-        let mut refused = ok(-1);
+        let mut refused = ok("orders", -1);
         refused.responses[0].partitions[0].error_code = 19;
         p.complete(&refused).unwrap();
         let (decision, out) = decide(&b, &request(&["k1"])).await;
@@ -388,7 +359,7 @@ mod tests {
         assert_eq!(out.store_key_fallbacks_forward, 1);
         let fail = replica(&store, OnStoreError::Fail);
         let (verdict, out) = fail
-            .claim_shared_keys(&request(&["k1"]), &Scope::Anonymous, key, |_| {
+            .claim_shared_keys(&request(&["k1"]), &Scope::Anonymous, topic_key, |_| {
                 std::future::ready(())
             })
             .await;
