@@ -73,8 +73,9 @@ public final class ClientHarness {
         "  produce --bootstrap B --topic T --count N [--size BYTES] [--acks all|1|0]",
         "          [--idempotence true|false] [--partition P] [--key-prefix K]",
         "          [--value-prefix V] [--start I] [--transactional-id ID [--abort]]",
-        "          [--linger-ms L] [--extra k=v]...",
+        "          [--linger-ms L] [--rate R] [--extra k=v]...",
         "      record i (i = start..start+N-1) has value \"V-i\" (V defaults to \"v\")",
+        "      sent at R records per second when --rate is given (default: as fast as possible),",
         "      right-padded with '.' to BYTES, and key \"K-i\" when --key-prefix is given.",
         "      -> {\"sent\":N,\"acked\":N,\"errors\":[...],\"offsets\":{\"<partition>\":[o1,...]},...}",
         "  consume --bootstrap B --topic T [--group G] [--isolation read_committed|read_uncommitted]",
@@ -160,6 +161,7 @@ public final class ClientHarness {
         Integer partition = a.has("partition") ? Integer.valueOf(a.intOpt("partition", 0)) : null;
         String txId = a.opt("transactional-id", null);
         boolean abort = a.flag("abort");
+        double rate = Double.parseDouble(a.opt("rate", "0"));
         if (abort && txId == null) throw new UsageException("--abort needs --transactional-id");
 
         Properties p = a.clientProps();
@@ -190,6 +192,11 @@ public final class ClientHarness {
                 producer.beginTransaction();
             }
             for (int n = 0; n < count; n++) {
+                if (rate > 0) {
+                    long due = t0 + (long) (n / rate * 1e9);
+                    long wait = due - System.nanoTime();
+                    if (wait > 0) Thread.sleep(wait / 1_000_000, (int) (wait % 1_000_000));
+                }
                 final int idx = n;
                 int i = start + n;
                 byte[] key = keyPrefix == null ? null : (keyPrefix + "-" + i).getBytes(StandardCharsets.UTF_8);
