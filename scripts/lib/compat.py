@@ -50,7 +50,7 @@ RESUME_RECORDS = 100
 TXN_RECORDS = 200
 FAULT_RATE = 250  # records per second while a broker is killed or paused
 REQUEST_TIMEOUT_MS = 2000  # the retry scenario's request timeout
-PAUSE_S = 3.0  # SIGSTOP of the leader: past the request timeout, well inside the 9 s session
+PAUSE_S = 5.0  # SIGSTOP of the leader: two request timeouts, well inside the 9 s broker session
 
 # id -> (short name, description). The JSON rows carry the description as "scenario".
 SCENARIOS = {
@@ -121,18 +121,25 @@ def run_json(argv, env=None):
 class Step:
     """A client step started in the background (the fault scenarios act while it runs)."""
 
-    def __init__(self, argv, env=None, stdin_lines=None, rate=0, hold_stdin=False):
+    def __init__(self, argv, env=None, stdin_lines=None, rate=0, hold_stdin=False, sending=None):
         self.start = time.monotonic()
         self.proc = subprocess.Popen(argv, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.PIPE if stdin_lines is not None else subprocess.DEVNULL)
         self.feeder = None
         if stdin_lines is not None:
-            self.feeder = threading.Thread(target=self._feed, args=(stdin_lines, rate, hold_stdin), daemon=True)
+            self.feeder = threading.Thread(target=self._feed, args=(stdin_lines, rate, hold_stdin, sending),
+                                           daemon=True)
             self.feeder.start()
 
-    def _feed(self, lines, rate, hold):
-        t0 = time.monotonic()
+    def _feed(self, lines, rate, hold, sending):
         try:
+            if sending and lines:
+                # The rate's clock starts once the client sends (after its producer id).
+                self.proc.stdin.write(lines[0])
+                self.proc.stdin.flush()
+                wait_until(lambda: sending() or not self.running(), 60, 0.05)
+                lines = lines[1:]
+            t0 = time.monotonic()
             for n, line in enumerate(lines):
                 if rate:
                     time.sleep(max(0.0, t0 + n / rate - time.monotonic()))
@@ -147,6 +154,12 @@ class Step:
         return self.proc.poll() is None
 
     def finish(self):
+        if self.feeder is not None:
+            # All input written (communicate() would close stdin under the feeder), unless the
+            # input is held open for a kill.
+            self.feeder.join(timeout=None if self.running() else 0)
+            if not self.feeder.is_alive():
+                self.proc.stdin = None
         try:
             stdout, stderr = self.proc.communicate(timeout=STEP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -156,15 +169,23 @@ class Step:
 
 
 class Ctx:
-    def __init__(self, args):
+    """Where the clients connect: the proxies, or (direct, the control run) the brokers."""
+
+    def __init__(self, args, direct=False):
         self.args = args
+        self.direct = direct
         self.commands = client_commands(args.clients_dir)
+        self.proxy = args.upstream if direct else args.proxy
+        self.tls_bootstrap = args.sasl_upstream if direct else args.tls_proxy
+        self.tls_ca = args.broker_ca if direct else args.tls_ca
 
     def bootstrap(self, settings):
-        return self.args.tls_proxy if settings.get("sasl") else self.args.proxy
+        return self.tls_bootstrap if settings.get("sasl") else self.proxy
 
     def metrics(self):
-        """kdp_produce_batches_total by outcome, from the proxy's /metrics."""
+        """kdp_produce_batches_total by outcome, from the proxy's /metrics ({} in a --direct run)."""
+        if self.direct:
+            return {}
         with urllib.request.urlopen(self.args.metrics, timeout=10) as r:
             text = r.read().decode()
         out = {}
@@ -250,8 +271,13 @@ def start_produce(ctx, name, topic, start, count, settings):
         # that waits for every delivery report (-P exits non-zero on a failed delivery); it
         # runs a transaction over its whole input when transactional.id is set.
         lines = [f"v-{i}\n" for i in range(start, start + count)]
+        sending = None
+        if settings.get("rate") and not ctx.direct:
+            forwarded0 = ctx.metrics().get("forwarded", 0)
+            sending = lambda: ctx.metrics().get("forwarded", 0) > forwarded0  # noqa: E731
         return Step(["kcat", "-P", "-b", bootstrap, "-t", topic] + kcat_props(settings, True),
-                    stdin_lines=lines, rate=settings.get("rate", 0), hold_stdin=settings.get("hold_stdin", False))
+                    stdin_lines=lines, rate=settings.get("rate", 0), hold_stdin=settings.get("hold_stdin", False),
+                    sending=sending)
     if name == "java":
         return Step(java_produce(bootstrap, topic, start, count, settings))
     return Step(ctx.commands[name] + ["produce", bootstrap, topic, str(count), str(start)], env=client_env(settings))
@@ -327,7 +353,11 @@ def wait_until(pred, within_s, every_s=0.05):
 
 
 def wait_producing(ctx, step, forwarded0, batches=20, within_s=60):
-    """Waits until the proxy forwarded `batches` more Produce batches while the step runs."""
+    """Waits until the proxy forwarded `batches` more Produce batches while the step runs
+    (a --direct run has no proxy to ask: 2 s after the start)."""
+    if ctx.direct:
+        time.sleep(2)
+        return step.running()
     return wait_until(lambda: not step.running()
                       or ctx.metrics().get("forwarded", 0) - forwarded0 >= batches, within_s, 0.05) \
         and step.running()
@@ -383,11 +413,11 @@ def finish_row(row, produced, consumed, start, count, tails, produce_s, consume_
 def scenario_cluster(ctx, name):
     row = base_row(ctx, name, "cluster")
     if name == "java":
-        argv = [KAFKA, "run", "ClientHarness", "cluster", "--bootstrap", ctx.args.proxy, "--nodes-only"]
+        argv = [KAFKA, "run", "ClientHarness", "cluster", "--bootstrap", ctx.proxy, "--nodes-only"]
     elif name == "kcat":
-        argv = ["kcat", "-L", "-J", "-b", ctx.args.proxy]
+        argv = ["kcat", "-L", "-J", "-b", ctx.proxy]
     else:
-        argv = ctx.commands[name] + ["cluster", ctx.args.proxy]
+        argv = ctx.commands[name] + ["cluster", ctx.proxy]
     out, tail, took = run_json(argv)
     out = out or {}
     if name == "java":
@@ -444,7 +474,7 @@ def scenario_txn(ctx, name, topic):
                    f"second transaction committed ({_brief(committed)})"))
     consumed, ctail, consume_s = consume(ctx, name, topic, TXN_RECORDS, {"read_committed": 1})
     if name == "kcat":
-        seen = subprocess.run(["kcat", "-b", ctx.args.proxy, "-C", "-e", "-q", "-t", topic,
+        seen = subprocess.run(["kcat", "-b", ctx.proxy, "-C", "-e", "-q", "-t", topic,
                                "-X", "isolation.level=read_uncommitted"],
                               capture_output=True, text=True, timeout=STEP_TIMEOUT_S).stdout.split()
         aborted["acked"] = len({v for v in seen if int(v[2:]) < TXN_RECORDS})
@@ -467,21 +497,30 @@ def scenario_leader_kill(ctx, name, topic):
     row["topic"] = topic
     create_topic(ctx.args.upstream, topic)
     leader = leader_of(ctx.args.upstream, topic)
-    forwarded0 = ctx.metrics().get("forwarded", 0)
+    before = ctx.metrics()
     step = start_produce(ctx, name, topic, 0, RECORDS, {"rate": FAULT_RATE})
-    producing = wait_producing(ctx, step, forwarded0)
-    pid = node_pid(leader)
-    os.kill(pid, signal.SIGKILL)
-    gone = wait_until(lambda: proc_state(pid) is None, 10)
-    killed_at = round(time.monotonic() - step.start, 1)
-    produced, tail, produce_s = finish_produce(name, step, RECORDS)
-    # The node comes back while the consumer reads; the next scenario finds the cluster whole.
-    restart = subprocess.Popen([KAFKA, "restart-node", str(leader)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    consumed, ctail, consume_s = consume(ctx, name, topic, RECORDS, {})
-    _, restart_err = restart.communicate(timeout=120)
+    restart = None
+    try:
+        producing = wait_producing(ctx, step, before.get("forwarded", 0))
+        pid = node_pid(leader)
+        os.kill(pid, signal.SIGKILL)
+        gone = wait_until(lambda: proc_state(pid) is None, 10)
+        killed_at = round(time.monotonic() - step.start, 1)
+        produced, tail, produce_s = finish_produce(name, step, RECORDS)
+        # The node comes back while the consumer reads; the next scenario finds the cluster whole.
+        restart = subprocess.Popen([KAFKA, "restart-node", str(leader)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        after = ctx.metrics()
+        consumed, ctail, consume_s = consume(ctx, name, topic, RECORDS, {})
+    finally:
+        if restart is None:
+            restart = subprocess.Popen([KAFKA, "restart-node", str(leader)], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, text=True)
+        _, restart_err = restart.communicate(timeout=180)
     row["fault"] = {"node": leader, "killed_after_s": killed_at, "producer_running": producing, "gone": gone,
                     "restarted": restart.returncode == 0}
+    row["answered_by_proxy"] = sum(after.get(o, 0) - before.get(o, 0) for o in ANSWERED)
+    row["forwarded"] = after.get("forwarded", 0) - before.get("forwarded", 0)
     checks = [(producing and gone, f"leader {leader} SIGKILLed while the producer ran (running: {producing}, "
                                    f"process gone: {gone})"),
               (restart.returncode == 0, f"node {leader} restarted: {restart_err.strip()[-200:]}")]
@@ -512,17 +551,18 @@ def scenario_retry(ctx, name, topic):
     row["forwarded"] = after.get("forwarded", 0) - before.get("forwarded", 0)
     checks = [(producing and stopped, f"leader {leader} SIGSTOPped while the producer ran (running: {producing}, "
                                       f"stopped: {stopped})"),
-              (answered >= 1, f"batches answered by the proxy during the run: {answered:g} (want at least 1)")]
+              (answered >= 1 or ctx.direct,
+               f"batches answered by the proxy during the run: {answered:g} (want at least 1)")]
     return finish_row(row, produced, consumed, 0, RECORDS, [tail, ctail], produce_s, consume_s, checks)
 
 
 def scenario_tls_scram(ctx, name, topic):
-    if not ctx.args.tls_proxy:
+    if not ctx.tls_bootstrap:
         row = base_row(ctx, name, "tls-scram")
         row.update(result="FAIL", errors=["no TLS proxy: the cluster has no SASL_SSL listener "
                                           "(start it with KDP_KAFKA_SECURITY=1)"])
         return row
-    settings = {"sasl": ctx.args.sasl, "ca": ctx.args.tls_ca}
+    settings = {"sasl": ctx.args.sasl, "ca": ctx.tls_ca}
     return produce_consume(ctx, name, "tls-scram", topic, 0, RECORDS, settings)
 
 
@@ -538,14 +578,39 @@ def run_scenario(ctx, name, scenario, topic):
             "tls-scram": scenario_tls_scram}[scenario](ctx, name, f"{topic}-{scenario}")
 
 
+# Scenarios whose failures are checked against a control run without the proxy.
+CONTROLLED = ("leader-kill", "retry", "tls-scram")
+
+
+def attempt(ctx, name, sid, topic):
+    try:
+        return run_scenario(ctx, name, sid, topic)
+    except Exception as e:  # a harness step that failed: the cell says so
+        return {**base_row(ctx, name, sid), "result": "FAIL", "errors": [f"{type(e).__name__}: {e}"]}
+
+
+def with_control(row, control):
+    """A scenario failed through the proxy: the same client, scenario and faults straight
+    against the brokers (control). When the client fails there too, it is the client's own
+    limit: `unsupported`, with both results; otherwise the failure stands (the proxy's)."""
+    control.pop("_version", None)
+    row["control"] = {k: control.get(k) for k in ("result", "counts", "errors", "fault", "topic")}
+    if control["result"] == "FAIL":
+        row["proxy_result"] = row["result"]
+        row["result"] = "unsupported"
+        row["detail"] = (f"the client fails this without the proxy too (control run straight to the brokers: "
+                         f"{cell(control)}); through the proxy: {cell({**row, 'result': 'FAIL'})}")
+    return row
+
+
 def cell(row):
     if row["result"] == "not installable":
         return f"not installable: {row['detail']}"
     if row["result"] == "unsupported":
-        return f"unsupported: {row['detail']}"
+        return f"unsupported: {row['detail']}".replace("|", "\\|").replace("\n", " ")
     c = row.get("counts") or {}
     sid = row.get("scenario_id")
-    if sid == "cluster":
+    if sid == "cluster" and c:
         text = (f"{row['result']}: {c['brokers']} brokers listed, {c['at_proxy_address']} of "
                 f"{len(row['expected'])} proxy addresses, other addresses: {', '.join(c['elsewhere']) or 'none'}")
     elif c:
@@ -631,9 +696,13 @@ def main():
         ap.add_argument(opt, required=True)
     ap.add_argument("--tls-proxy")
     ap.add_argument("--tls-ca")
+    ap.add_argument("--sasl-upstream", help="the brokers' SASL_SSL listeners (control runs)")
+    ap.add_argument("--broker-ca", help="the CA of the brokers' SASL_SSL certificates (control runs)")
     ap.add_argument("--sasl", default="SCRAM-SHA-512:alice:alice-secret")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--append", action="store_true")
+    ap.add_argument("--direct", action="store_true",
+                    help="control run: the clients talk to the brokers themselves, no proxy in between")
     ap.add_argument("clients", nargs="+")
     args = ap.parse_args()
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -642,7 +711,8 @@ def main():
         ap.error(f"unknown scenarios {unknown} (known: {', '.join(SCENARIOS)})")
     if "resume" in scenarios and "produce" not in scenarios:
         ap.error("resume needs produce (the group resumes from what produce's consumer committed)")
-    ctx = Ctx(args)
+    ctx = Ctx(args, direct=args.direct)
+    control = Ctx(args, direct=True)
     stamp = time.strftime("%Y%m%d%H%M%S")
     rows = []
     for name in args.clients:
@@ -656,17 +726,16 @@ def main():
             elif (name, sid) in UNSUPPORTED:
                 row = {**base_row(ctx, name, sid), "result": "unsupported", "detail": UNSUPPORTED[(name, sid)]}
             else:
-                try:
-                    row = run_scenario(ctx, name, sid, topic)
-                except Exception as e:  # a harness step that failed: the cell says so
-                    row = {**base_row(ctx, name, sid), "result": "FAIL", "errors": [f"{type(e).__name__}: {e}"]}
+                row = attempt(ctx, name, sid, topic)
+                if row["result"] == "FAIL" and sid in CONTROLLED and not ctx.direct:
+                    row = with_control(row, attempt(control, name, sid, f"{topic}-direct"))
             row["run_at"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
             client_rows.append(row)
+            print(f"{name} ({SCENARIOS[sid][0]}): {cell(row)}", flush=True)
         version = "-" if os.path.exists(err_file) else client_version(name, client_rows, args.kafka_version)
         for r in client_rows:
             r.pop("_version", None)
             r["version"] = version
-            print(f"{name} ({SCENARIOS[r['scenario_id']][0]}): {cell(r)}", flush=True)
         rows.extend(client_rows)
     kept = []
     if args.append and os.path.exists(args.out + ".json"):

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"log"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -110,6 +111,9 @@ func main() {
 	cfg.Version = sarama.V3_6_0_0
 	cfg.ClientID = "compat-sarama"
 	configure(cfg)
+	if os.Getenv("KDP_COMPAT_DEBUG") == "1" {
+		sarama.Logger = log.New(os.Stderr, "[sarama] ", log.Lmicroseconds)
+	}
 	if cmd == "cluster" {
 		brokers := []string{}
 		admin, err := sarama.NewClusterAdmin(seeds, cfg)
