@@ -382,8 +382,11 @@ def judge(produced, consumed, start, count):
 
 
 def base_row(ctx, name, scenario):
-    return {"client": name, "kafka_version": ctx.args.kafka_version, "scenario_id": scenario,
-            "scenario": SCENARIOS[scenario][1]}
+    row = {"client": name, "kafka_version": ctx.args.kafka_version, "scenario_id": scenario,
+           "scenario": SCENARIOS[scenario][1]}
+    if ctx.direct:
+        row["direct"] = True  # a control run: no proxy, nothing it answered
+    return row
 
 
 def produce_consume(ctx, name, scenario, topic, start, count, settings=None, new_topic=True):
@@ -599,15 +602,21 @@ def with_control(row, control):
         row["proxy_result"] = row["result"]
         row["result"] = "unsupported"
         row["detail"] = (f"the client fails this without the proxy too (control run straight to the brokers: "
-                         f"{cell(control)}); through the proxy: {cell({**row, 'result': 'FAIL'})}")
+                         f"{cell_text(control, True)}); through the proxy: "
+                         f"{cell_text({**row, 'result': 'FAIL'}, True)}")
     return row
 
 
-def cell(row):
+def cell(row, brief=False):
+    """The markdown cell of a row."""
+    return cell_text(row, brief).replace("|", "\\|").replace("\n", " ").replace("\t", " ")
+
+
+def cell_text(row, brief=False):
     if row["result"] == "not installable":
         return f"not installable: {row['detail']}"
     if row["result"] == "unsupported":
-        return f"unsupported: {row['detail']}".replace("|", "\\|").replace("\n", " ")
+        return f"unsupported: {row['detail']}"
     c = row.get("counts") or {}
     sid = row.get("scenario_id")
     if sid == "cluster" and c:
@@ -621,16 +630,17 @@ def cell(row):
         if sid == "leader-kill" and row.get("fault"):
             f = row["fault"]
             text += f"; node {f['node']} killed {f['killed_after_s']} s into the produce"
-        if sid == "retry" and "answered_by_proxy" in row:
-            text += (f"; node {row['fault']['node']} paused {row['fault']['paused_s']:g} s, "
-                     f"{row['answered_by_proxy']:g} batches answered by the proxy")
+        if sid == "retry" and row.get("fault"):
+            text += f"; node {row['fault']['node']} paused {row['fault']['paused_s']:g} s"
+            if not row.get("direct"):
+                text += f", {row['answered_by_proxy']:g} batches answered by the proxy"
     else:
         text = row["result"]
     if row["result"] != "pass" and row.get("errors"):
-        text += f"; first error: {row['errors'][0]}"
-    elif row["result"] != "pass" and row.get("stderr_tail"):
+        text += f"; first error: {row['errors'][0][:200] if brief else row['errors'][0]}"
+    elif row["result"] != "pass" and row.get("stderr_tail") and not brief:
         text += f"; stderr ends: {row['stderr_tail'].splitlines()[-1]}"
-    return text.replace("|", "\\|").replace("\n", " ").replace("\t", " ")
+    return text
 
 
 def scenario_id(row):

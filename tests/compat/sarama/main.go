@@ -189,7 +189,11 @@ func main() {
 				if rate > 0 {
 					time.Sleep(time.Until(t0.Add(time.Duration(float64(i-start) / rate * float64(time.Second)))))
 				}
-				p.Input() <- &sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(fmt.Sprintf("v-%d", i))}
+				// Stamped here, as the Java client stamps at send(): without a timestamp Sarama
+				// stamps each record when it builds a batch, again for a retry, so a retried
+				// batch would differ from the original (another CRC).
+				p.Input() <- &sarama.ProducerMessage{Topic: topic, Value: sarama.StringEncoder(fmt.Sprintf("v-%d", i)),
+					Timestamp: time.Now()}
 			}
 			select {
 			case <-done:
