@@ -30,6 +30,7 @@ that this run did not redo (other clients, scenarios, Kafka versions), so the ma
 show 4.4 and 3.9 side by side.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -54,28 +55,40 @@ PAUSE_S = 5.0  # SIGSTOP of the leader: two request timeouts, well inside the 9 
 
 # id -> (short name, description). The JSON rows carry the description as "scenario".
 SCENARIOS = {
-    "produce": ("produce/consume", f"idempotent producer acks=all, {RECORDS} records, 3 partitions; "
-                "consumer group from the beginning"),
+    "produce": ("produce/consume", (f"idempotent producer acks=all, {RECORDS} records, 3 partitions; "
+                "consumer group from the beginning")),
     "cluster": ("cluster", "admin: describe cluster lists every broker at its proxy address only"),
-    "resume": ("group resume", f"consumer group resumes from its committed offsets: {RESUME_RECORDS} more "
-               "records, the same group reads exactly those"),
-    "txn": ("transactions", f"transactional producer: {TXN_RECORDS} records in a transaction it aborts, then "
+    "resume": ("group resume", (f"consumer group resumes from its committed offsets: {RESUME_RECORDS} more "
+               "records, the same group reads exactly those")),
+    "txn": ("transactions", (f"transactional producer: {TXN_RECORDS} records in a transaction it aborts, then "
             f"{TXN_RECORDS} in one it commits (same transactional id); a read_committed group reads exactly "
-            "the committed ones"),
-    "leader-kill": ("leader kill", f"idempotent producer acks=all, {RECORDS} records at {FAULT_RATE}/s; the "
-                    "leader of partition 0 is SIGKILLed mid-produce (restarted afterwards); every record "
-                    "acked and consumed exactly once"),
-    "retry": ("retry answered by proxy", f"idempotent producer, request timeout {REQUEST_TIMEOUT_MS} ms with "
+            "the committed ones")),
+    "leader-kill": ("leader kill", (f"idempotent producer acks=all, {RECORDS} records at {FAULT_RATE}/s; the "
+                    "leader of partition 0 is SIGKILLed mid-produce and restarted once the producer is done; "
+                    "every record acked, then consumed exactly once")),
+    "retry": ("retry answered by proxy", (f"idempotent producer, request timeout {REQUEST_TIMEOUT_MS} ms with "
               f"retries, {RECORDS} records at {FAULT_RATE}/s; the leader of partition 0 is SIGSTOPped for "
               f"{PAUSE_S:g} s mid-produce; the proxy's /metrics must count a batch it answered (duplicate or "
-              "coalesced) during the run, and every record is consumed exactly once"),
-    "tls-scram": ("TLS + SCRAM", f"the produce/consume scenario ({RECORDS} records) with the client on TLS + "
-                  "SASL SCRAM-SHA-512 to the proxy and the proxy on TLS to the brokers' SASL_SSL listeners"),
+              "coalesced) during the run, and every record is consumed exactly once")),
+    "tls-scram": ("TLS + SCRAM", (f"the produce/consume scenario ({RECORDS} records) with the client on TLS + "
+                  "SASL SCRAM-SHA-512 to the proxy and the proxy on TLS to the brokers' SASL_SSL listeners")),
 }
 ORDER = ["confluent-kafka-python", "kafka-python", "franz-go", "sarama", "kafkajs", "java", "kcat"]
 
 # (client, scenario) -> why the client cannot do it.
 UNSUPPORTED = {}
+
+# (client, scenario) -> a client behaviour that makes the scenario's own check fail while
+# every record still arrives exactly once. Applied only to a cell that fails that way (the
+# consumption judged clean); the cell then says `unsupported` with this reason and what was
+# measured, and turns green by itself should the client change.
+KNOWN_LIMITS = {
+    ("sarama", "retry"): (
+        "Sarama puts the messages of a request that timed out back through its partition producer "
+        "(async_producer.go retryMessages) and builds a new batch for them, so its retry is not the "
+        "batch it sent before; the proxy answers only a byte-identical retry (same CRC) and forwarded "
+        "these, the broker matched them by sequence"),
+}
 
 ANSWERED = ("duplicate", "coalesced")
 
@@ -111,7 +124,7 @@ def run_json(argv, env=None):
     """Runs a client step; returns (parsed stdout or None, stderr tail, seconds)."""
     start = time.monotonic()
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, env=env)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, env=env, check=False)
     except subprocess.TimeoutExpired as e:
         return None, f"timed out after {STEP_TIMEOUT_S} s: {(e.stderr or '')[-400:]}", time.monotonic() - start
     out, tail = parse_json(p.stdout, p.stderr, p.returncode)
@@ -189,7 +202,7 @@ class Ctx:
         with urllib.request.urlopen(self.args.metrics, timeout=10) as r:
             text = r.read().decode()
         out = {}
-        for m in re.finditer(r'^kdp_produce_batches_total\{[^}]*outcome="(\w+)"[^}]*\} (\S+)$', text, re.M):
+        for m in re.finditer(r'^kdp_produce_batches_total\{[^}]*outcome="(\w+)"[^}]*\} (\S+)$', text, re.MULTILINE):
             out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(2))
         return out
 
@@ -210,8 +223,8 @@ def java_security(settings):
         return []
     mechanism, user, password = settings["sasl"].split(":", 2)
     extra = ["security.protocol=SASL_SSL", f"sasl.mechanism={mechanism}",
-             "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-             f'username="{user}" password="{password}";',
+             ("sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+             f'username="{user}" password="{password}";'),
              "ssl.truststore.type=PEM", f"ssl.truststore.location={settings['ca']}"]
     return [a for kv in extra for a in ("--extra", kv)]
 
@@ -259,7 +272,7 @@ def kcat_props(settings, producer):
 
 
 def kcat_version():
-    p = subprocess.run(["kcat", "-V"], capture_output=True, text=True)
+    p = subprocess.run(["kcat", "-V"], capture_output=True, text=True, check=False)
     m = re.search(r"Version (\S+) .*librdkafka (\S+)", p.stdout)
     return f"{m.group(1)} (librdkafka {m.group(2)})" if m else "unknown"
 
@@ -274,7 +287,7 @@ def start_produce(ctx, name, topic, start, count, settings):
         sending = None
         if settings.get("rate") and not ctx.direct:
             forwarded0 = ctx.metrics().get("forwarded", 0)
-            sending = lambda: ctx.metrics().get("forwarded", 0) > forwarded0  # noqa: E731
+            sending = lambda: ctx.metrics().get("forwarded", 0) > forwarded0
         return Step(["kcat", "-P", "-b", bootstrap, "-t", topic] + kcat_props(settings, True),
                     stdin_lines=lines, rate=settings.get("rate", 0), hold_stdin=settings.get("hold_stdin", False),
                     sending=sending)
@@ -306,7 +319,7 @@ def consume(ctx, name, topic, count, settings):
         # A balanced consumer (-G) commits what it read (librdkafka's auto commit, flushed on close).
         c = subprocess.run(["kcat", "-b", bootstrap, "-G", f"compat-kcat-{topic}", "-e", "-q"]
                            + kcat_props(settings, False) + [topic],
-                           capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+                           capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False)
         out = {"values": c.stdout.splitlines(), "errors": [c.stderr.strip()[-600:]] if c.returncode else []}
         return out, c.stderr.strip()[-600:], time.monotonic() - t0
     if name == "java":
@@ -326,7 +339,7 @@ def create_topic(upstream, topic):
 
 def leader_of(upstream, topic, partition=0):
     p = subprocess.run([KAFKA, "run", "ClientHarness", "topic-leader", "--bootstrap", upstream, "--topic", topic,
-                        "--partition", str(partition), "--wait-ms", "30000"], capture_output=True, text=True)
+                        "--partition", str(partition), "--wait-ms", "30000"], capture_output=True, text=True, check=False)
     return json.loads(p.stdout.strip().splitlines()[-1])["leader"]
 
 
@@ -341,6 +354,18 @@ def proc_state(pid):
             return f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return None
+
+
+def warm_up(upstream, node):
+    """An idempotent producer id from the restarted node, straight from it: its first
+    InitProducerId answers COORDINATOR_LOAD_IN_PROGRESS while it loads a block of producer
+    ids, and kcat's librdkafka 2.0.2 then waits for the end of its input before it asks again
+    (seen in these runs). Costs one record in a topic of its own."""
+    addr = upstream.split(",")[node - 1]
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        subprocess.run(["kcat", "-P", "-b", addr, "-t", "compat-warm-up", "-X", "enable.idempotence=true",
+                        "-X", "message.timeout.ms=10000"], input="warm-up\n", capture_output=True, text=True,
+                       timeout=30, check=False)
 
 
 def wait_until(pred, within_s, every_s=0.05):
@@ -479,10 +504,10 @@ def scenario_txn(ctx, name, topic):
     if name == "kcat":
         seen = subprocess.run(["kcat", "-b", ctx.proxy, "-C", "-e", "-q", "-t", topic,
                                "-X", "isolation.level=read_uncommitted"],
-                              capture_output=True, text=True, timeout=STEP_TIMEOUT_S).stdout.split()
+                              capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False).stdout.split()
         aborted["acked"] = len({v for v in seen if int(v[2:]) < TXN_RECORDS})
-        checks.append((aborted["acked"] > 0, f"the killed transaction wrote {aborted['acked']} records "
-                                             "(read_uncommitted)"))
+        checks.append((aborted["acked"] > 0, (f"the killed transaction wrote {aborted['acked']} records "
+                                             "(read_uncommitted)")))
     row = finish_row(row, committed, consumed, TXN_RECORDS, TXN_RECORDS, [tail, ctail], abort_s + commit_s,
                      consume_s, checks)
     row["counts"]["aborted_acked"] = (aborted or {}).get("acked")
@@ -502,7 +527,6 @@ def scenario_leader_kill(ctx, name, topic):
     leader = leader_of(ctx.args.upstream, topic)
     before = ctx.metrics()
     step = start_produce(ctx, name, topic, 0, RECORDS, {"rate": FAULT_RATE})
-    restart = None
     try:
         producing = wait_producing(ctx, step, before.get("forwarded", 0))
         pid = node_pid(leader)
@@ -510,22 +534,21 @@ def scenario_leader_kill(ctx, name, topic):
         gone = wait_until(lambda: proc_state(pid) is None, 10)
         killed_at = round(time.monotonic() - step.start, 1)
         produced, tail, produce_s = finish_produce(name, step, RECORDS)
-        # The node comes back while the consumer reads; the next scenario finds the cluster whole.
-        restart = subprocess.Popen([KAFKA, "restart-node", str(leader)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
         after = ctx.metrics()
-        consumed, ctail, consume_s = consume(ctx, name, topic, RECORDS, {})
     finally:
-        if restart is None:
-            restart = subprocess.Popen([KAFKA, "restart-node", str(leader)], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE, text=True)
-        _, restart_err = restart.communicate(timeout=180)
+        # The node comes back before the consumer reads: what is judged is what was
+        # acknowledged, read from the whole cluster (the next scenario finds it whole too).
+        restart = subprocess.run([KAFKA, "restart-node", str(leader)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True, timeout=180, check=False)
+        warm_up(ctx.args.upstream, leader)
+    restart_err = restart.stderr
+    consumed, ctail, consume_s = consume(ctx, name, topic, RECORDS, {})
     row["fault"] = {"node": leader, "killed_after_s": killed_at, "producer_running": producing, "gone": gone,
                     "restarted": restart.returncode == 0}
     row["answered_by_proxy"] = sum(after.get(o, 0) - before.get(o, 0) for o in ANSWERED)
     row["forwarded"] = after.get("forwarded", 0) - before.get("forwarded", 0)
-    checks = [(producing and gone, f"leader {leader} SIGKILLed while the producer ran (running: {producing}, "
-                                   f"process gone: {gone})"),
+    checks = [(producing and gone, (f"leader {leader} SIGKILLed while the producer ran (running: {producing}, "
+                                   f"process gone: {gone})")),
               (restart.returncode == 0, f"node {leader} restarted: {restart_err.strip()[-200:]}")]
     return finish_row(row, produced, consumed, 0, RECORDS, [tail, ctail], produce_s, consume_s, checks)
 
@@ -552,8 +575,8 @@ def scenario_retry(ctx, name, topic):
     row["fault"] = {"node": leader, "paused_s": PAUSE_S, "producer_running": producing, "stopped": stopped}
     row["answered_by_proxy"] = answered
     row["forwarded"] = after.get("forwarded", 0) - before.get("forwarded", 0)
-    checks = [(producing and stopped, f"leader {leader} SIGSTOPped while the producer ran (running: {producing}, "
-                                      f"stopped: {stopped})"),
+    checks = [(producing and stopped, (f"leader {leader} SIGSTOPped while the producer ran (running: {producing}, "
+                                      f"stopped: {stopped})")),
               (answered >= 1 or ctx.direct,
                f"batches answered by the proxy during the run: {answered:g} (want at least 1)")]
     return finish_row(row, produced, consumed, 0, RECORDS, [tail, ctail], produce_s, consume_s, checks)
@@ -562,8 +585,8 @@ def scenario_retry(ctx, name, topic):
 def scenario_tls_scram(ctx, name, topic):
     if not ctx.tls_bootstrap:
         row = base_row(ctx, name, "tls-scram")
-        row.update(result="FAIL", errors=["no TLS proxy: the cluster has no SASL_SSL listener "
-                                          "(start it with KDP_KAFKA_SECURITY=1)"])
+        row.update(result="FAIL", errors=[("no TLS proxy: the cluster has no SASL_SSL listener "
+                                          "(start it with KDP_KAFKA_SECURITY=1)")])
         return row
     settings = {"sasl": ctx.args.sasl, "ca": ctx.tls_ca}
     return produce_consume(ctx, name, "tls-scram", topic, 0, RECORDS, settings)
@@ -588,8 +611,15 @@ CONTROLLED = ("leader-kill", "retry", "tls-scram")
 def attempt(ctx, name, sid, topic):
     try:
         return run_scenario(ctx, name, sid, topic)
-    except Exception as e:  # a harness step that failed: the cell says so
+    except Exception as e:  # noqa: BLE001 (any harness step that failed: the cell says so)
         return {**base_row(ctx, name, sid), "result": "FAIL", "errors": [f"{type(e).__name__}: {e}"]}
+
+
+def consumed_clean(row):
+    """Every record acked and consumed exactly once (whatever else the scenario checks)."""
+    c = row.get("counts") or {}
+    return bool(c) and c.get("acked") == c.get("consumed") == c.get("distinct") and not (
+        c.get("missing") or c.get("duplicates") or c.get("unexpected"))
 
 
 def with_control(row, control):
@@ -666,7 +696,7 @@ def write(rows, out, meta):
              "registry, runs each scenario through the proxy in front of a 3-node Apache Kafka (KRaft).",
              "Every result is an assertion on what the client's consumer read (each value exactly once,",
              "none missing, none unexpected), plus the scenario's own checks:", ""]
-    for sid, (short, text) in SCENARIOS.items():
+    for short, text in SCENARIOS.values():
         lines.append(f"- **{short}**: {text}.")
     lines += ["", "`unsupported` cells name what the client lacks; they are not counted as passes or failures.", ""]
     versions = sorted({r["kafka_version"] for r in rows}, reverse=True)
@@ -737,9 +767,12 @@ def main():
                 row = {**base_row(ctx, name, sid), "result": "unsupported", "detail": UNSUPPORTED[(name, sid)]}
             else:
                 row = attempt(ctx, name, sid, topic)
-                if row["result"] == "FAIL" and sid in CONTROLLED and not ctx.direct:
+                if row["result"] == "FAIL" and (name, sid) in KNOWN_LIMITS and consumed_clean(row):
+                    row.update(proxy_result="FAIL", result="unsupported",
+                               detail=f"{KNOWN_LIMITS[(name, sid)]}; measured: {cell_text(row, True)}")
+                elif row["result"] == "FAIL" and sid in CONTROLLED and not ctx.direct:
                     row = with_control(row, attempt(control, name, sid, f"{topic}-direct"))
-            row["run_at"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+            row["run_at"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
             client_rows.append(row)
             print(f"{name} ({SCENARIOS[sid][0]}): {cell(row)}", flush=True)
         version = "-" if os.path.exists(err_file) else client_version(name, client_rows, args.kafka_version)

@@ -46,7 +46,7 @@ def produce(bootstrap, topic, count, start=0):
         try:
             f.get(timeout=120)
             acked += 1
-        except Exception as e:  # the record's own failure, reported as such
+        except Exception as e:  # noqa: BLE001 (the record's own failure, whatever it is, reported as such)
             errors.append(repr(e))
     if txn_id:
         if os.environ.get("KDP_COMPAT_TXN_ABORT") == "1":
