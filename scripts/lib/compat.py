@@ -150,7 +150,7 @@ class Step:
                 # The rate's clock starts once the client sends (after its producer id).
                 self.proc.stdin.write(lines[0])
                 self.proc.stdin.flush()
-                wait_until(lambda: sending() or not self.running(), 60, 0.05)
+                wait_until(lambda: sending() or not self.running(), 120, 0.05)
                 lines = lines[1:]
             t0 = time.monotonic()
             for n, line in enumerate(lines):
@@ -377,7 +377,7 @@ def wait_until(pred, within_s, every_s=0.05):
     return pred()
 
 
-def wait_producing(ctx, step, forwarded0, batches=20, within_s=60):
+def wait_producing(ctx, step, forwarded0, batches=20, within_s=150):
     """Waits until the proxy forwarded `batches` more Produce batches while the step runs
     (a --direct run has no proxy to ask: 2 s after the start)."""
     if ctx.direct:
@@ -483,12 +483,12 @@ def scenario_txn(ctx, name, topic):
         # producer with the same transactional id fences it and the coordinator aborts it.
         forwarded0 = ctx.metrics().get("forwarded", 0)
         step = start_produce(ctx, name, topic, 0, TXN_RECORDS, {**txn, "hold_stdin": True})
-        sent = wait_until(lambda: ctx.metrics().get("forwarded", 0) - forwarded0 >= 3, 30)
+        sent = wait_until(lambda: ctx.metrics().get("forwarded", 0) - forwarded0 >= 3, 120)
         time.sleep(0.5)
         still = step.running()
         step.proc.kill()
         _, stderr, _, abort_s = step.finish()
-        checks.append((sent and still and "committed" not in stderr,
+        checks.append((sent and still and "successfully committed" not in stderr,
                        "the first kcat was killed inside its transaction, after its batches were sent"))
         # What the killed transaction wrote, as a read_uncommitted reader sees it (after the
         # abort, below): the aborted records really were in the log.
