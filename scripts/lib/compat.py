@@ -80,7 +80,22 @@ KCAT_NO_PACING = (
     "slowly reach librdkafka a block at a time (seen: a kcat killed with 200 records fed and its input "
     "still open had sent exactly v-0..v-188, the first 1,024 bytes; 1,000 records fed at 250/s went out "
     "as 3 batches at the end of the input), and a broker fault then meets an idle producer")
-UNSUPPORTED = {("kcat", "leader-kill"): KCAT_NO_PACING, ("kcat", "retry"): KCAT_NO_PACING}
+UNSUPPORTED = {
+    ("kcat", "leader-kill"): KCAT_NO_PACING,
+    ("kcat", "retry"): KCAT_NO_PACING,
+    # Measured with this script's control runs (--direct / KDP_COMPAT_DIRECT=1: the same
+    # scenario straight to the brokers, no proxy), 2026-11-29.
+    ("kafkajs", "leader-kill"): (
+        "KafkaJS 2.2.4 loses acknowledged records when the partition leader dies, without the proxy "
+        "too: control runs straight to the brokers lost 4 of 1,000 acked records (Kafka 4.4.0, twice) "
+        "and had 6 missing and 3 duplicated (3.9.2); one control run of four was clean. Through the "
+        "proxy: 3 or 4 acked records missing in four runs on 4.4.0"),
+    ("kafkajs", "retry"): (
+        "KafkaJS 2.2.4's retries of a request that timed out are refused by the broker with "
+        "OUT_OF_ORDER_SEQUENCE_NUMBER, without the proxy too (control runs straight to the brokers: "
+        "20 of 1,000 records never acked on Kafka 4.4.0, twice; one clean control run on 3.9.2); "
+        "through the proxy no batch was answered by it in four runs"),
+}
 
 # (client, scenario) -> a client behaviour that makes the scenario's own check fail while
 # every record still arrives exactly once. Applied only to a cell that fails that way (the
@@ -462,7 +477,7 @@ def scenario_txn(ctx, name, topic):
         # producer with the same transactional id fences it and the coordinator aborts it.
         forwarded0 = ctx.metrics().get("forwarded", 0)
         step = start_produce(ctx, name, topic, 0, TXN_RECORDS, {**txn, "hold_stdin": True})
-        sent = wait_until(lambda: ctx.metrics().get("forwarded", 0) - forwarded0 >= 3, 120)
+        sent = wait_until(lambda: ctx.metrics().get("forwarded", 0) > forwarded0, 120)
         time.sleep(0.5)
         still = step.running()
         step.proc.kill()
