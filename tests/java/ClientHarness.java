@@ -73,9 +73,10 @@ public final class ClientHarness {
         "  produce --bootstrap B --topic T --count N [--size BYTES] [--acks all|1|0]",
         "          [--idempotence true|false] [--partition P] [--key-prefix K]",
         "          [--value-prefix V] [--start I] [--transactional-id ID [--abort]]",
-        "          [--linger-ms L] [--then-start J --then-count M] [--extra k=v]...",
+        "          [--linger-ms L] [--rate R] [--then-start J --then-count M] [--extra k=v]...",
         "      record i (i = start..start+N-1) has value \"V-i\" (V defaults to \"v\")",
         "      right-padded with '.' to BYTES, and key \"K-i\" when --key-prefix is given;",
+        "      sent at R records per second when --rate is given (default: as fast as possible);",
         "      with --then-count the same producer goes on with records J..J+M-1.",
         "      -> {\"sent\":N,\"acked\":N,\"errors\":[...],\"offsets\":{\"<partition>\":[o1,...]},",
         "          \"retries\":R (the producer's record-retry-total),...}",
@@ -167,6 +168,7 @@ public final class ClientHarness {
         Integer partition = a.has("partition") ? Integer.valueOf(a.intOpt("partition", 0)) : null;
         String txId = a.opt("transactional-id", null);
         boolean abort = a.flag("abort");
+        double rate = Double.parseDouble(a.opt("rate", "0"));
         if (abort && txId == null) throw new UsageException("--abort needs --transactional-id");
 
         Properties p = a.clientProps();
@@ -198,6 +200,11 @@ public final class ClientHarness {
                 producer.beginTransaction();
             }
             for (int n = 0; n < count; n++) {
+                if (rate > 0) {
+                    long due = t0 + (long) (n / rate * 1e9);
+                    long wait = due - System.nanoTime();
+                    if (wait > 0) Thread.sleep(wait / 1_000_000, (int) (wait % 1_000_000));
+                }
                 final int idx = n;
                 int i = n < first ? start + n : thenStart + (n - first);
                 byte[] key = keyPrefix == null ? null : (keyPrefix + "-" + i).getBytes(StandardCharsets.UTF_8);
