@@ -75,10 +75,15 @@ pub(crate) enum Pause {
 }
 
 impl Pause {
-    /// Whether the connection waits too (an idempotent producer's batches
-    /// must reach the broker in the order they were sent).
+    /// Whether the connection waits too: an idempotent producer's batches
+    /// must reach the broker in the order they were sent. A retry held
+    /// back while its original is in flight must not let the producer's
+    /// next batch, sent after it on the same connection, overtake it: the
+    /// broker would refuse that one (OUT_OF_ORDER_SEQUENCE_NUMBER) when it
+    /// arrives before the original is appended. Only a key wait of a
+    /// producer without idempotence (no sequences) waits on its own.
     pub(crate) fn in_order(&self) -> bool {
-        matches!(self, Pause::OrderedKey(_) | Pause::Seq(_))
+        !matches!(self, Pause::Key(_))
     }
 }
 
@@ -127,7 +132,12 @@ pub(crate) fn classify_partition(
     out: &mut Outcomes,
 ) -> Action {
     let action = match classify_batch(&b, cache, mode, out) {
-        Action::Wait(_) if !may_wait => Action::forward(),
+        // Past the deadline the copy goes to the broker, remembering
+        // nothing (its original still holds the entry).
+        Action::Wait(_) if !may_wait => {
+            out.forwarded += 1;
+            Action::forward()
+        }
         a => a,
     };
     match (action, keys) {

@@ -97,9 +97,11 @@ pub(super) async fn handle_produce(
     kdp_metrics::record_outcomes(&outcomes);
     match decision {
         Decision::Wait(waiting) if waiting.in_order() => {
-            // An idempotent producer's batch: the connection waits with it,
-            // so that its later batches cannot reach the broker ahead of it.
-            // What is queued goes out first: what it waits for may be there.
+            // An idempotent producer's batch (a retry whose original is at
+            // the broker, or a key or earlier batch it depends on): the
+            // connection waits with it, so that the producer's later
+            // batches cannot reach the broker ahead of it. What is queued
+            // goes out first: what it waits for may be there.
             s.flush().await?;
             let deadline = tokio::time::sleep(waiting.timeout());
             let (decision, outcomes) = waiting.resolve(deadline).await;
@@ -111,7 +113,8 @@ pub(super) async fn handle_produce(
             }
         }
         Decision::Wait(waiting) => {
-            // Rare: a retry of a batch that is at the broker right now. It
+            // A key in flight elsewhere, for a producer without
+            // idempotence (no sequences to keep in order): the request
             // keeps its turn (the slot) while its own task waits.
             let reply = s.slot().await?;
             let upstream = Arc::clone(&s.upstream);

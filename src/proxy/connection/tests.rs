@@ -50,11 +50,16 @@ fn harness() -> Harness {
         None,
         None,
     );
+    harness_on(&shared)
+}
+
+/// Another client connection to the same proxy (same caches).
+fn harness_on(shared: &Arc<Shared>) -> Harness {
     let (client, proxy_client) = tokio::io::duplex(1 << 20);
     let (broker, proxy_broker) = tokio::io::duplex(1 << 20);
     let link = Link {
         peer: "127.0.0.1:1".parse().unwrap(),
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
         id: 1,
         scope: Scope::Anonymous,
     };
@@ -64,7 +69,7 @@ fn harness() -> Harness {
     Harness {
         client,
         broker,
-        shared,
+        shared: Arc::clone(shared),
         relay,
     }
 }
@@ -276,6 +281,45 @@ async fn a_retry_of_an_in_flight_batch_gets_the_originals_offset() {
     // The copy never reached the broker.
     h.client.write_all(&relayed_frame(3)).await.unwrap();
     assert_eq!(request_id(&next_frame(&mut h.broker).await), (2, 3));
+}
+
+#[tokio::test]
+async fn a_retry_waiting_for_its_original_holds_back_the_producers_next_batch() {
+    // The original is at the broker on one connection, unanswered; the
+    // client gives up on it and, on a new connection, sends it again and
+    // then its next batch (sequence 1).
+    let (mut a, b0) = sent_once().await;
+    let mut b = harness_on(&a.shared);
+    b.client
+        .write_all(&produce_frame(1, -1, &b0))
+        .await
+        .unwrap();
+    b.client
+        .write_all(&produce_frame(2, -1, &batch(1)))
+        .await
+        .unwrap();
+    // Sequence 1 must not reach the broker ahead of sequence 0 (it would
+    // be refused with OUT_OF_ORDER_SEQUENCE_NUMBER): nothing goes out on
+    // the new connection while the original is in flight.
+    let early = tokio::time::timeout(Duration::from_millis(300), read_frame(&mut b.broker)).await;
+    assert!(early.is_err(), "a request went out ahead of the original");
+    // The original lands: the retry is answered with its offset, then
+    // sequence 1 goes out.
+    a.broker
+        .write_all(&produce_response(1, 0, 7))
+        .await
+        .unwrap();
+    assert_eq!(produce_answer(&next_frame(&mut a.client).await), (1, 0, 7));
+    assert_eq!(
+        request_id(&next_frame(&mut b.broker).await),
+        (api::PRODUCE, 2)
+    );
+    b.broker
+        .write_all(&produce_response(2, 0, 8))
+        .await
+        .unwrap();
+    assert_eq!(produce_answer(&next_frame(&mut b.client).await), (1, 0, 7));
+    assert_eq!(produce_answer(&next_frame(&mut b.client).await), (2, 0, 8));
 }
 
 #[tokio::test]
