@@ -368,42 +368,7 @@ async fn java_client_produces_and_consumes_exactly_once_through_one_sni_port() {
         &trust,
     ];
 
-    let mut args = vec![
-        "produce",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &topic,
-        "--count",
-        "500",
-        "--idempotence",
-        "true",
-        "--linger-ms",
-        "5",
-    ];
-    args.extend_from_slice(&tls);
-    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
-    assert!(ok, "producer through one SNI port: {out} {err}");
-    assert_eq!(out["acked"], 500, "{out}");
-
-    let mut args = vec![
-        "consume",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &topic,
-        "--from-beginning",
-        "--expect",
-        "500",
-        "--timeout-ms",
-        "30000",
-        "--no-records",
-    ];
-    args.extend_from_slice(&tls);
-    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
-    assert!(ok, "consumer through one SNI port: {out} {err}");
-    assert_eq!(out["count"], 500, "{out}");
-    assert_eq!(out["duplicates"], 0, "{out}");
+    java_produce_and_consume_through_sni(&bootstrap, &topic, 500, &tls, &hosts, "TLS").await;
 
     // Every client connection came through the one port: the per-broker
     // listeners served none.
@@ -443,40 +408,7 @@ async fn java_client_over_sasl_ssl_and_upstream_tls_through_one_sni_port() {
     let scram = java_scram("SCRAM-SHA-512", "alice", "alice-secret", &ca.cert());
     let extra: Vec<&str> = scram.iter().flat_map(|p| ["--extra", p.as_str()]).collect();
 
-    let mut args = vec![
-        "produce",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &topic,
-        "--count",
-        "200",
-        "--idempotence",
-        "true",
-    ];
-    args.extend_from_slice(&extra);
-    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
-    assert!(ok, "SCRAM producer through one SNI port: {out} {err}");
-    assert_eq!(out["acked"], 200, "{out}");
-
-    let mut args = vec![
-        "consume",
-        "--bootstrap",
-        &bootstrap,
-        "--topic",
-        &topic,
-        "--from-beginning",
-        "--expect",
-        "200",
-        "--timeout-ms",
-        "30000",
-        "--no-records",
-    ];
-    args.extend_from_slice(&extra);
-    let (ok, out, err) = harness_with_hosts(&args, &hosts).await;
-    assert!(ok, "SCRAM consumer through one SNI port: {out} {err}");
-    assert_eq!(out["count"], 200, "{out}");
-    assert_eq!(out["duplicates"], 0, "{out}");
+    java_produce_and_consume_through_sni(&bootstrap, &topic, 200, &extra, &hosts, "SCRAM").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -433,13 +433,9 @@ fn classify_idempotent(
             return Action::Synthetic(c);
         }
         Sending::Wait(rx) if may_wait => return Action::Wait(Pause::Seq(rx)),
-        // Past the deadline an earlier batch is still at the broker: the
-        // client sends both again.
-        Sending::Wait(_) => {
-            out.key_sequence_gaps += 1;
-            return Action::Gap;
-        }
-        Sending::Gap => {
+        // An earlier batch was refused, or is still at the broker past the
+        // deadline: the client sends both again.
+        Sending::Wait(_) | Sending::Gap => {
             out.key_sequence_gaps += 1;
             return Action::Gap;
         }

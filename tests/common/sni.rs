@@ -213,3 +213,53 @@ pub async fn harness_with_hosts(args: &[&str], hosts: &Path) -> (bool, serde_jso
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
 }
+
+/// The Java client through the SNI names of `hosts`: `count` idempotent
+/// records produced to `topic`, then read back by a consumer, each once.
+/// `extra` carries the client's TLS (and SASL) settings.
+pub async fn java_produce_and_consume_through_sni(
+    bootstrap: &str,
+    topic: &str,
+    count: u32,
+    extra: &[&str],
+    hosts: &Path,
+    what: &str,
+) {
+    let n = count.to_string();
+    let mut args = vec![
+        "produce",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--count",
+        &n,
+        "--idempotence",
+        "true",
+        "--linger-ms",
+        "5",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = harness_with_hosts(&args, hosts).await;
+    assert!(ok, "{what} producer through one SNI port: {out} {err}");
+    assert_eq!(out["acked"], count, "{out}");
+
+    let mut args = vec![
+        "consume",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--expect",
+        &n,
+        "--timeout-ms",
+        "30000",
+        "--no-records",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = harness_with_hosts(&args, hosts).await;
+    assert!(ok, "{what} consumer through one SNI port: {out} {err}");
+    assert_eq!(out["count"], count, "{out}");
+    assert_eq!(out["duplicates"], 0, "{out}");
+}
