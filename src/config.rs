@@ -98,6 +98,12 @@ pub struct Config {
     #[arg(long, env = "KDP_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Threads that run connections (tokio workers). Default: the CPUs
+    /// this process may use (a container's CPU limit included). Set it to
+    /// the CPU limit when that is fractional or the default misjudges it.
+    #[arg(long, env = "KDP_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// on: answer committed duplicates; observe: count them but forward
     /// everything; off: forward everything.
     #[arg(long, env = "KDP_DEDUP_MODE", value_enum, default_value_t = DedupMode::On)]
@@ -318,6 +324,9 @@ impl Config {
                 i32::MAX,
                 self.max_frame_bytes
             ));
+        }
+        if self.worker_threads.is_some_and(|n| n == 0 || n > 1024) {
+            return Err("--worker-threads must be between 1 and 1024".into());
         }
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());

@@ -50,8 +50,7 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
     if let Err(e) = config.validate() {
         eprintln!("kafka-dedup-proxy: {e}");
@@ -61,6 +60,21 @@ async fn main() -> ExitCode {
         eprintln!("kafka-dedup-proxy: {e}");
         return ExitCode::from(2);
     }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n);
+    }
+    match runtime.build() {
+        Ok(rt) => rt.block_on(run(config)),
+        Err(e) => {
+            eprintln!("kafka-dedup-proxy: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config) -> ExitCode {
     let handle = install_recorder();
     let grace = config.shutdown_grace();
     let proxy = match Proxy::start(config, Some(handle)).await {

@@ -103,12 +103,18 @@ async fn leader_paused_past_its_session_then_resumed_loses_and_duplicates_nothin
     // Past the brokers' 9 s session timeout: the controller fences the
     // paused node and moves its partitions; it comes back a zombie with
     // requests still in its socket buffers.
+    // The pause lasts until the partition has moved (at least 12 s): when
+    // the paused node is also the active KRaft controller, the quorum first
+    // elects another one, whose session clock for the paused broker starts
+    // only then, so the move can take well over 12 s (a CI run saw none
+    // within 12 s of waiting).
     let pause = Duration::from_secs(12);
+    let move_within = Duration::from_secs(45);
     let paused_at = Instant::now();
     let (stopped, new_leader) = {
         let paused = PausedBroker::pause(leader).await;
         let stopped = paused.wait_stopped(Duration::from_secs(2)).await;
-        let new_leader = leader_other_than(&topic, 0, leader, pause).await;
+        let new_leader = leader_other_than(&topic, 0, leader, move_within).await;
         tokio::time::sleep(pause.saturating_sub(paused_at.elapsed())).await;
         (stopped, new_leader)
     };

@@ -71,10 +71,12 @@ for c in contenders:
         "latency_p50_ms": med(pick(c, "latency", lambda r: r["parsed"]["p50_ms"])),
         "latency_p99_ms": med(pick(c, "latency", lambda r: r["parsed"]["p99_ms"])),
         "latency_p999_ms": med(pick(c, "latency", lambda r: r["parsed"]["p999_ms"])),
+        "latency_max_ms": med(pick(c, "latency", lambda r: r["parsed"]["max_ms"])),
         "probe_avg_us": med(pick(c, "probe", lambda r: r["parsed"]["avg_us"])),
         "probe_p50_us": med(pick(c, "probe", lambda r: r["parsed"]["p50_us"])),
         "probe_p99_us": med(pick(c, "probe", lambda r: r["parsed"]["p99_us"])),
         "probe_p999_us": med(pick(c, "probe", lambda r: r["parsed"]["p999_us"])),
+        "probe_max_us": med(pick(c, "probe", lambda r: r["parsed"].get("max_us"))),
         "produce_cpu_s": med(pick(c, "produce", lambda r: r["cpu_s"])),
         "consume_cpu_s": med(pick(c, "consume", lambda r: r["cpu_s"])),
         "latency_cpu_s": med(pick(c, "latency", lambda r: r["cpu_s"])),
@@ -140,17 +142,18 @@ md = []
 md.append(f"# Benchmark results {data['date']}\n")
 md.append(f"Commit {data['commit']}, Apache Kafka {data['kafka']} (1 node), {data['machine']['cores']} cores "
           f"({data['machine']['cpu']}), {data['machine']['mem_kb'] // 1048576} GiB. "
+          f"Load average before the run {data.get('load_before', '?')}, after {data.get('load_after', '?')}. "
           f"Medians of {s['rounds']} alternated rounds. Produce: {s['records']} records of {s['record_size']} B, "
           f"acks=all, idempotent, linger.ms=5, batch.size=65536, unthrottled. Consume: the same records "
           f"(fetch MB/s, excluding the group join). Latency: {s['latency_rate']} records/s for "
           f"{s['latency_seconds']} s. CPU: the contender process only (utime+stime).\n")
 md.append(f"Peer proxy: {data['peer']}\n")
-md.append("| contender | produce MB/s | consume MB/s | p50 ms | p99 ms | p99.9 ms | avg ms | CPU s/GB produced | CPU s/GB consumed | broker CPU s/GB produced | peak RSS MiB |")
-md.append("|---|---|---|---|---|---|---|---|---|---|---|")
+md.append("| contender | produce MB/s | consume MB/s | p50 ms | p99 ms | p99.9 ms | max ms | avg ms | CPU s/GB produced | CPU s/GB consumed | broker CPU s/GB produced | peak RSS MiB |")
+md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for c in contenders:
     x = summary[c]
     md.append(f"| {c} | {f(x['produce_mb_s'], 2)} | {f(x['consume_fetch_mb_s'], 2)} | {f(x['latency_p50_ms'], 0)} | "
-              f"{f(x['latency_p99_ms'], 0)} | {f(x['latency_p999_ms'], 0)} | {f(x['latency_avg_ms'], 2)} | "
+              f"{f(x['latency_p99_ms'], 0)} | {f(x['latency_p999_ms'], 0)} | {f(x['latency_max_ms'], 0)} | {f(x['latency_avg_ms'], 2)} | "
               f"{f(x['cpu_s_per_gb_produced'], 2)} | {f(x['cpu_s_per_gb_consumed'], 2)} | "
               f"{f(x['broker_cpu_s_per_gb_produced'], 1)} | {f(x['peak_rss_kb'] / 1024 if x['peak_rss_kb'] else None, 1)} |")
 md.append("")
@@ -160,11 +163,11 @@ for k, v in ratios.items():
     md.append(f"| {k} | {pct(v['produce'])} | {pct(v['consume'])} | {f(v['cpu_per_gb_produced'], 2) + 'x' if v['cpu_per_gb_produced'] else '–'} |")
 md.append("")
 md.append("Produce round trip measured by examples/produce_latency.rs (microseconds, medians of rounds):\n")
-md.append("| contender | avg us | p50 us | p99 us | p99.9 us |")
-md.append("|---|---|---|---|---|")
+md.append("| contender | avg us | p50 us | p99 us | p99.9 us | max us |")
+md.append("|---|---|---|---|---|---|")
 for c in contenders:
     x = summary[c]
-    md.append(f"| {c} | {f(x['probe_avg_us'], 0)} | {f(x['probe_p50_us'], 0)} | {f(x['probe_p99_us'], 0)} | {f(x['probe_p999_us'], 0)} |")
+    md.append(f"| {c} | {f(x['probe_avg_us'], 0)} | {f(x['probe_p50_us'], 0)} | {f(x['probe_p99_us'], 0)} | {f(x['probe_p999_us'], 0)} | {f(x['probe_max_us'], 0)} |")
 md.append("")
 md.append("| added latency vs direct | avg ms | p50 ms | p99 ms | p99.9 ms | probe avg us | probe p50 us | probe p99 us | probe p99.9 us |")
 md.append("|---|---|---|---|---|---|---|---|---|")

@@ -135,6 +135,7 @@ def cmd_default(path):
     dep, svc, c = check_workload(docs, 1, ports, flags, f"{FULLNAME}.{NAMESPACE}.svc", 45)
     assert "--broker-address-map" not in args_of(c), "empty --broker-address-map passed"
     assert not any(k.startswith("--key-dedup") for k in args_of(c)), "key dedup is off by default"
+    assert "--worker-threads" not in args_of(c), "the runtime sizes itself by default"
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["sessionAffinity"] == "ClientIP"
     assert c["image"] == "kafka-dedup-proxy:0.1.0", c["image"]
@@ -161,6 +162,7 @@ def cmd_full(path, dashboard):
         "--key-dedup-topics": "orders-*,payments", "--key-dedup-source": "key",
         "--key-dedup-window-seconds": "900", "--key-dedup-max-keys": "2000000",
         "--key-dedup-rules": "/etc/kdp/key-dedup/rules.toml",
+        "--worker-threads": "2",
     }
     ports = {"bootstrap": 19092, "metrics": 9400}
     ports.update({f"broker-{i}": 19100 + i for i in range(1, 6)})
