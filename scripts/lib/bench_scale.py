@@ -64,10 +64,7 @@ def med(values):
 def main(path):
     res = json.load(open(path))
     runs = [r for r in res["runs"] if r["round"] > 0]
-    contenders = []
-    for r in runs:
-        if r["contender"] not in contenders:
-            contenders.append(r["contender"])
+    contenders = list(dict.fromkeys(r["contender"] for r in runs))  # in order of first run
     table = {}
     for c in contenders:
         for w, fig in (("fleet", fleet_figures), ("jvm", jvm_figures)):
