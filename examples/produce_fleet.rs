@@ -112,8 +112,20 @@ async fn run(
         });
     }
     let mut total = Tally::default();
+    // A connection that fails (closed by the other end, a refused write)
+    // ends that producer only; how many did is part of the result.
+    let mut failed = 0u64;
     while let Some(done) = tasks.join_next().await {
-        let t = done.map_err(|e| e.to_string())??;
+        let t = match done.map_err(|e| e.to_string())? {
+            Ok(t) => t,
+            Err(e) => {
+                if failed < 5 {
+                    eprintln!("produce_fleet: {e}");
+                }
+                failed += 1;
+                continue;
+            }
+        };
         total.acked_records += t.acked_records;
         total.all_records += t.all_records;
         total.errors += t.errors;
@@ -127,7 +139,7 @@ async fn run(
         "{{\"connections\":{connections},\"in_flight\":{},\"records_per_request\":{},\
          \"record_size\":{size},\"seconds\":{window:.1},\"acked_records\":{},\
          \"all_acked_records\":{},\"records_per_s\":{records_per_s:.0},\"mb_per_s\":{:.2},\"requests\":{},\"errors\":{},\
-         \"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+         \"failed_connections\":{failed},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
         settings.in_flight,
         settings.batch,
         total.acked_records,

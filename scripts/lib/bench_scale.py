@@ -131,7 +131,8 @@ def main(path):
         f = ", ".join(fmt(row["mb_per_s"]) for row in table.get((c, "fleet"), []))
         j = ", ".join(fmt(row["mb_per_s"]) for row in table.get((c, "jvm"), []))
         errs = sum(row.get("errors", 0) for row in table.get((c, "fleet"), []))
-        out.append(f"- {c}: {f}; {j} (fleet errors: {errs})")
+        failed = sum(row.get("failed_connections", 0) for row in table.get((c, "fleet"), []))
+        out.append(f"- {c}: {f}; {j} (fleet: {errs} partition errors, {failed} connections failed)")
     print("\n".join(out))
 
 
