@@ -631,6 +631,15 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_default_to_the_runtime_and_are_checked() {
+        assert_eq!(parse(&["--upstream", "a:1"]).unwrap().worker_threads, None);
+        let c = parse(&["--upstream", "a:1", "--worker-threads", "1"]).unwrap();
+        assert_eq!(c.worker_threads, Some(1));
+        let e = parse(&["--upstream", "a:1", "--worker-threads", "0"]).unwrap_err();
+        assert_eq!(e, "--worker-threads must be between 1 and 1024");
+    }
+
+    #[test]
     fn zero_window_is_refused() {
         assert!(parse(&["--upstream", "a:1", "--dedup-window", "0"]).is_err());
     }
