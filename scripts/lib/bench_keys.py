@@ -21,30 +21,19 @@ import sys
 import time
 import urllib.request
 
+from procstat import cpu_seconds, status_kib
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDS = int(os.environ.get("BENCH_KEYS_RECORDS", "200000"))
 ROUNDS = int(os.environ.get("BENCH_KEYS_ROUNDS", "3"))
 CODECS = ["none", "lz4"]
 LISTEN, METRICS = "127.0.0.1:39592", "127.0.0.1:39600"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def harness(*args):
     out = subprocess.run([os.path.join(REPO, "scripts/kafka"), "run", "ClientHarness", *args],
                          check=True, capture_output=True, text=True).stdout
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def status_kib(pid, key):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def metric(name, label=""):

@@ -32,11 +32,12 @@ import sys
 import time
 import urllib.request
 
+from procstat import cpu_seconds, status_kib
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDS = int(os.environ.get("BENCH_SNI_RECORDS", "200000"))
 ROUNDS = int(os.environ.get("BENCH_SNI_ROUNDS", "3"))
 BASE = int(os.environ.get("BENCH_SNI_PORT_BASE", "40092"))
-TICK = os.sysconf("SC_CLK_TCK")
 DOMAIN = "kafka.bench"
 PATTERN = "broker-$(nodeId)." + DOMAIN
 BOOTSTRAP_NAME = "bootstrap." + DOMAIN
@@ -63,18 +64,6 @@ def harness(*args, java_opts=""):
     if p.returncode != 0 or not lines:
         sys.exit(f"ClientHarness {args[0]} failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
     return json.loads(lines[-1])
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def status_kib(pid, key):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def metric(mode, name, label=""):
